@@ -1,0 +1,110 @@
+# slotproxy - top-level build.
+#
+#   make                 build common/libslotproxy.a (and the module and the
+#                        backend once they exist)
+#   make check           install missing packages, build, run every test
+#   make check SUITE=ring    run one unit suite (Check's CK_RUN_SUITE)
+#   make run             build and start httpd + backend on 127.0.0.1:8080
+#   make bench           build and run the benchmarks (prints figures)
+#   make fuzz            build libFuzzer targets with clang and run each for
+#                        FUZZ_SECONDS (default 30)
+#   make SANITIZE=address,undefined check
+#                        the same, built with sanitizers into build-san/
+#   make clean
+
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+BUILD ?= build
+SANFLAGS :=
+else
+BUILD ?= build-san
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+CC ?= cc
+OPT ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror \
+	-Wno-unused-parameter -fPIC -pthread $(SANFLAGS)
+CPPFLAGS_BASE := -Icommon
+LDFLAGS_BASE := -pthread $(SANFLAGS)
+
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
+
+COMMON_SRC := $(sort $(wildcard common/*.c))
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libslotproxy.a
+
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNIT_BIN := $(BUILD)/tests/sp_unit
+
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BUILD := build-fuzz
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_SECONDS ?= 30
+
+HEADERS := $(wildcard common/*.h)
+
+.PHONY: all lib check unit deps run bench fuzz clean
+all: lib
+
+lib: $(LIB)
+
+$(BUILD)/common/%.o: common/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) -c $< -o $@
+
+$(LIB): $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(UNIT_BIN): $(UNIT_SRC) $(wildcard tests/unit/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_BASE) -Itests/unit $(CFLAGS_BASE) $(CHECK_CFLAGS) \
+		$(UNIT_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) -o $@
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) $< $(LIB) $(LDFLAGS_BASE) -lm -o $@
+
+deps:
+	@scripts/deps.sh check
+
+check: deps
+	@$(MAKE) --no-print-directory unit
+
+# Check forks every test; CK_DEFAULT_TIMEOUT covers slow sanitizer builds.
+unit: $(UNIT_BIN)
+	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} \
+	$(if $(SUITE),CK_RUN_SUITE=$(SUITE)) $(UNIT_BIN)
+
+run: deps lib
+	@echo "make run: the module (issue 4) and the backend (issue 3) are not built yet;"
+	@echo "          only common/libslotproxy.a exists.  See README.md."
+	@exit 1
+
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory OPT=-O2 SANITIZE= $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+$(FUZZ_BUILD)/%: tests/fuzz/%.c $(COMMON_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icommon \
+		-fsanitize=fuzzer,address,undefined $< $(COMMON_SRC) -o $@
+
+fuzz:
+	@scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); \
+		mkdir -p $(FUZZ_BUILD)/corpus-$$n; \
+		echo "== $$n ($(FUZZ_SECONDS)s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			$(FUZZ_BUILD)/corpus-$$n tests/fuzz/corpus/$${n#fuzz_} || exit 1; \
+	done
+
+clean:
+	rm -rf build build-san build-fuzz

@@ -1,0 +1,50 @@
+/*
+ * sp_unit.c - the one runner for every unit suite (tests/unit/test_*.c).
+ *
+ * Run one suite with CK_RUN_SUITE=name (make check SUITE=name), one test
+ * case with CK_RUN_CASE.  Check forks each test, so a crash fails that test
+ * only.
+ */
+#include "sp_unit.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+void *sp_test_shared(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    return p;
+}
+
+void sp_test_unshare(void *p, size_t size)
+{
+    munmap(p, size);
+}
+
+void sp_test_wait_ok(pid_t pid)
+{
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child %d died (signal %d)", (int)pid,
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    ck_assert_msg(WEXITSTATUS(status) == 0, "child %d exited %d", (int)pid,
+                  WEXITSTATUS(status));
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite_crc());
+    srunner_add_suite(sr, suite_seghdr());
+    srunner_add_suite(sr, suite_mark());
+    srunner_add_suite(sr, suite_ring());
+    srunner_add_suite(sr, suite_slots());
+    srunner_add_suite(sr, suite_frame());
+    srunner_add_suite(sr, suite_head());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,28 @@
+/*
+ * sp_unit.h - the suites of the unit test runner (sp_unit.c) and helpers
+ * shared by the suites.  One suite per common/ file.
+ */
+#ifndef SP_UNIT_H
+#define SP_UNIT_H
+
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+Suite *suite_crc(void);
+Suite *suite_seghdr(void);
+Suite *suite_mark(void);
+Suite *suite_ring(void);
+Suite *suite_slots(void);
+Suite *suite_frame(void);
+Suite *suite_head(void);
+
+/* Anonymous MAP_SHARED memory that survives fork (test helper). */
+void *sp_test_shared(size_t size);
+void sp_test_unshare(void *p, size_t size);
+
+/* Wait for pid; fail the test unless it exited with status 0. */
+void sp_test_wait_ok(pid_t pid);
+
+#endif
