@@ -70,12 +70,18 @@ enum sp_slot_state {
     SP_SLOT_RESPONDING = 5, /* RESPONSE_HEAD arrived */
     SP_SLOT_DONE = 6,       /* proxy wrote the end (or an error) and let go */
     SP_SLOT_CANCELLED = 7,  /* owner gave up; proxy must abort and let go */
-    SP_SLOT_NSTATES = 8
+    SP_SLOT_IDLE = 8,       /* backend: a worker owns the slot and waits for
+                               the dispatcher to queue a request (IDLE ->
+                               QUEUED by the dispatcher, QUEUED -> ACCEPTED
+                               by the worker, DONE -> IDLE by the
+                               dispatcher once it drained the response) */
+    SP_SLOT_NSTATES = 9
 };
 
 #define SP_SLOTF_BODY_CONSUMED 1u /* proxy took request body bytes */
 #define SP_SLOTF_WAS_ACCEPTED 2u  /* sticky: reached ACCEPTED once */
 #define SP_SLOTF_OVERFLOW 4u      /* claimed from the overflow pool */
+#define SP_SLOTF_ABORTED 8u       /* the other side aborted the stream */
 
 typedef struct sp_slot {
     sp_mark_t state;

@@ -256,7 +256,7 @@ int sp_slot_release(sp_slots_t *t, uint32_t i)
     if (sp_load_acquire(&s->owner_pid) != sp_ident_self().pid)
         return SP_EINVAL;
     uint32_t st = sp_mark_get(&s->state);
-    if (st != SP_SLOT_WRITING && st != SP_SLOT_DONE)
+    if (st != SP_SLOT_WRITING && st != SP_SLOT_DONE && st != SP_SLOT_IDLE)
         return SP_ESTATE;
     slot_free(t, i);
     return 0;
@@ -421,6 +421,6 @@ const char *sp_slot_state_name(uint32_t state)
 {
     static const char *const names[SP_SLOT_NSTATES] = {
         "free", "writing", "queued", "sent",
-        "accepted", "responding", "done", "cancelled"};
+        "accepted", "responding", "done", "cancelled", "idle"};
     return state < SP_SLOT_NSTATES ? names[state] : "?";
 }

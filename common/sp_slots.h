@@ -21,6 +21,11 @@
  *    wait for DONE)                        stream, -> DONE)
  *   sp_slot_release()    DONE -> FREE
  *
+ * The backend uses the same table with roles swapped: each worker owns its
+ * slot for its whole life and waits in IDLE; the dispatcher (the "proxy"
+ * of that table) queues a request into the out ring, the worker answers
+ * into the in ring.
+ *
  * Every state change goes through the slot's mark, so either side can
  * sp_slot_wait() for the other.  A slot whose owner died is reset by
  * sp_slots_reclaim(), which hands its index to a callback first so the
@@ -92,8 +97,9 @@ int sp_slot_ring_out(const sp_slots_t *t, uint32_t i, sp_ring_t *r);
  * moves FREE -> WRITING.  Returns the index, or SP_ENOSPC. */
 long sp_slot_claim(sp_slots_t *t, uint32_t preferred);
 
-/* Owner gives the slot back: allowed in WRITING (never handed over) and
- * DONE (the proxy let go); SP_ESTATE otherwise, SP_EINVAL if the caller is
+/* Owner gives the slot back: allowed in WRITING (never handed over), DONE
+ * (the proxy let go) and IDLE (a backend worker between requests);
+ * SP_ESTATE otherwise, SP_EINVAL if the caller is
  * not the owner.  Resets both rings. */
 int sp_slot_release(sp_slots_t *t, uint32_t i);
 
