@@ -99,15 +99,23 @@ typedef struct spb_config {
     char user[64];
     char group[64];
     char node_name[64];
+    /* Where Listen, SecretFile, Workers and ServerLimit were given (0 =
+     * not given), so that spb_config_check can name the line. */
+    int listen_line[SPB_MAX_LISTEN];
+    int secret_file_line;
+    int workers_line;
+    int server_limit_line;
 } spb_config_t;
 
 /* Defaults for everything. */
 void spb_config_defaults(spb_config_t *c);
 
 /* Parse the file at path into c (which gets defaults first).  0, or -1
- * with "FILE:LINE: message" in err.  Does not touch the file system beyond
- * reading path (addresses are resolved; handler targets and the secret
- * file are checked by spb_config_check). */
+ * with "FILE:LINE: message" in err ("FILE: message" for what concerns the
+ * whole file: cannot read, too large); on failure *c is left as it was.
+ * Does not touch the file system beyond reading path (addresses are
+ * resolved; handler targets and the secret file are checked by
+ * spb_config_check). */
 int spb_config_load(spb_config_t *c, const char *path, char *err,
                     size_t errlen);
 
