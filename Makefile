@@ -64,11 +64,11 @@ $(LIB): $(COMMON_OBJ)
 $(UNIT_BIN): $(UNIT_SRC) $(wildcard tests/unit/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_BASE) -Itests/unit $(CFLAGS_BASE) $(CHECK_CFLAGS) \
-		$(UNIT_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) -o $@
+		$(UNIT_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) -lcrypto -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) $< $(LIB) $(LDFLAGS_BASE) -lm -o $@
+	$(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) $< $(LIB) $(LDFLAGS_BASE) -lm -lcrypto -o $@
 
 deps:
 	@scripts/deps.sh check
@@ -94,7 +94,7 @@ bench:
 $(FUZZ_BUILD)/%: tests/fuzz/%.c $(COMMON_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icommon \
-		-fsanitize=fuzzer,address,undefined $< $(COMMON_SRC) -o $@
+		-fsanitize=fuzzer,address,undefined $< $(COMMON_SRC) -lcrypto -o $@
 
 fuzz:
 	@scripts/deps.sh fuzz

@@ -13,7 +13,9 @@
  *    side without a secret accepts an all-zero proof only.  Stream frames
  *    before the handshake completes are a protocol error.  A failed proof
  *    closes the link (SP_EAUTH) after queueing GOAWAY(AUTH).
- *  - PING -> PONG (echoed), PONG -> rtt; GOAWAY received -> draining.
+ *  - PING -> PONG (echoed), PONG -> rtt; GOAWAY received -> draining
+ *    (NORMAL, RELOAD) or closed (AUTH: SP_EAUTH; PROTOCOL, LIMIT and
+ *    unknown codes: SP_ECLOSED).
  *  - framing: incremental decode with the limits of sp_frame.h; every
  *    error closes the link with a reason in l->err.
  *  - output queue: frames are appended to a buffer (no system call) and
@@ -61,7 +63,8 @@ typedef struct sp_link sp_link_t;
 /* Called for each stream frame (REQUEST_HEAD, ACCEPT, BODY, END,
  * RESPONSE_HEAD, ABORT, CREDIT) in order; f->payload is valid only during
  * the call.  Return 0, or a negative SP_E* to close the link (the link's
- * err then says "closed by application"). */
+ * err then says "closed by application").  The callback may queue frames
+ * and flush, but must not free the link. */
 typedef int (*sp_link_frame_fn)(void *arg, sp_link_t *l, const sp_frame_t *f);
 
 struct sp_link {
@@ -97,7 +100,10 @@ struct sp_link {
 
 /* Set up a link over a connected (or connecting) non-blocking fd, taking
  * ownership of it.  The config (and the secret it points to) must outlive
- * the link.  A client link queues its HELLO now.  0 or SP_ESYS (memory). */
+ * the link.  A client link queues its HELLO now.  0, SP_ESYS (memory,
+ * getrandom) or SP_EINVAL (cfg->node over 255 bytes or with control
+ * characters); on failure the fd stays the caller's and sp_link_free() is
+ * a harmless no-op. */
 int sp_link_init(sp_link_t *l, int fd, int client, const sp_link_config_t *cfg);
 
 /* Close the fd and free the buffers. */
@@ -123,13 +129,18 @@ int sp_link_usable(const sp_link_t *l);
 
 /* Queue a stream frame.  SP_ESTATE if the link is not UP, SP_ELIMIT if len
  * is over the peer's max_payload, SP_EAGAIN for REQUEST_HEAD /
- * RESPONSE_HEAD / BODY while the queue is over the soft limit. */
+ * RESPONSE_HEAD / BODY while the queue is over the soft limit, SP_EINVAL
+ * for a link frame type, a wrong fixed size, or a frame in the wrong
+ * direction (REQUEST_HEAD goes client -> server; ACCEPT and RESPONSE_HEAD
+ * server -> client). */
 int sp_link_send(sp_link_t *l, uint8_t type, uint32_t stream, uint32_t gen,
                  const void *payload, uint32_t len);
 int sp_link_sendv(sp_link_t *l, uint8_t type, uint32_t stream, uint32_t gen,
                   const struct iovec *iov, int iovcnt);
 
-/* Control frames (always queued while the link is not CLOSED). */
+/* Control frames: never refused for the soft limit.  ABORT, CREDIT and
+ * PING need state UP (SP_ESTATE otherwise: the peer would take them for a
+ * protocol error); GOAWAY may be queued in any state but CLOSED. */
 int sp_link_send_abort(sp_link_t *l, uint32_t stream, uint32_t gen,
                        uint32_t code, uint16_t status, const char *reason);
 int sp_link_send_credit(sp_link_t *l, uint32_t stream, uint32_t gen,

@@ -40,13 +40,14 @@ const char *sp_addr_format(const sp_addr_t *a, char *buf, size_t len);
 int sp_addr_is_local(const sp_addr_t *a);
 
 /* Listening socket (SO_REUSEADDR; a stale unix socket file is removed
- * first).  Returns the fd, or SP_ESYS with errno set.  For tcp port 0 the
- * chosen port is written back to a->port. */
+ * first).  Returns the fd, or SP_ESYS with errno set (SP_EINVAL for shm:,
+ * not implemented yet).  For tcp port 0 the chosen port is written back to
+ * a->port. */
 int sp_addr_listen(sp_addr_t *a, int backlog);
 
 /* Start a non-blocking connect.  Returns the fd (connected or in
  * progress: wait for writability, then sp_net_connect_result()), or
- * SP_ESYS with errno set. */
+ * SP_ESYS with errno set (SP_EINVAL for shm:, not implemented yet). */
 int sp_addr_connect(const sp_addr_t *a);
 
 /* After a non-blocking connect became writable: 0 if connected, else
