@@ -35,8 +35,19 @@ COMMON_SRC := $(sort $(wildcard common/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libslotproxy.a
 
-UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c)) slotproxy-backend/config.c
 UNIT_BIN := $(BUILD)/tests/sp_unit
+
+BACKEND_SRC := $(filter-out %/sample_plugin.c,\
+	$(sort $(wildcard slotproxy-backend/*.c slotproxy-backend/apps/*.c)))
+BACKEND_HDR := $(wildcard slotproxy-backend/*.h slotproxy-backend/apps/*.h \
+	slotproxy-backend/include/*.h)
+BACKEND_CPP := -Islotproxy-backend -Islotproxy-backend/include
+BACKEND_BIN := $(BUILD)/slotproxy-backend/slotproxy-backend
+SAMPLE_PLUGIN := $(BUILD)/slotproxy-backend/sample_plugin.so
+
+INTEG_SRC := $(sort $(wildcard tests/integration/*.c))
+INTEG_BIN := $(BUILD)/tests/sp_integ
 
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -48,8 +59,10 @@ FUZZ_SECONDS ?= 30
 
 HEADERS := $(wildcard common/*.h)
 
-.PHONY: all lib check unit deps run bench fuzz clean
-all: lib
+.PHONY: all lib backend check unit integ deps run bench fuzz clean
+all: lib backend
+
+backend: $(BACKEND_BIN) $(SAMPLE_PLUGIN)
 
 lib: $(LIB)
 
@@ -61,10 +74,31 @@ $(LIB): $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(UNIT_BIN): $(UNIT_SRC) $(wildcard tests/unit/*.h) $(LIB)
+$(BACKEND_BIN): $(BACKEND_SRC) $(BACKEND_HDR) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_BASE) -Itests/unit $(CFLAGS_BASE) $(CHECK_CFLAGS) \
-		$(UNIT_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) -lcrypto -o $@
+	$(CC) $(CPPFLAGS_BASE) $(BACKEND_CPP) $(CFLAGS_BASE) $(BACKEND_SRC) \
+		$(LIB) $(LDFLAGS_BASE) -lcrypto -ldl -o $@
+
+$(SAMPLE_PLUGIN): slotproxy-backend/apps/sample_plugin.c \
+		slotproxy-backend/include/slotproxy_app.h
+	@mkdir -p $(dir $@)
+	$(CC) -Islotproxy-backend/include $(CFLAGS_BASE) -shared $< -o $@ \
+		$(LDFLAGS_BASE)
+
+# test_apps.c includes the apps' .c files itself.
+$(UNIT_BIN): $(UNIT_SRC) $(wildcard tests/unit/*.h) $(BACKEND_HDR) $(LIB) \
+		slotproxy-backend/apps/app_builtin.c slotproxy-backend/apps/app_cgi.c \
+		slotproxy-backend/apps/app_plugin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_BASE) -Itests/unit $(BACKEND_CPP) $(CFLAGS_BASE) \
+		$(CHECK_CFLAGS) $(UNIT_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) \
+		-lcrypto -ldl -o $@
+
+$(INTEG_BIN): $(INTEG_SRC) $(wildcard tests/integration/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_BASE) -Itests/integration $(CFLAGS_BASE) \
+		$(CHECK_CFLAGS) $(INTEG_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) \
+		-lcrypto -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -75,11 +109,19 @@ deps:
 
 check: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integ
+
+TEST_ENV = SP_SAMPLE_PLUGIN=$(abspath $(SAMPLE_PLUGIN)) \
+	SP_BACKEND=$(abspath $(BACKEND_BIN)) SP_TOP=$(abspath .) \
+	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} \
+	$(if $(SUITE),CK_RUN_SUITE=$(SUITE))
 
 # Check forks every test; CK_DEFAULT_TIMEOUT covers slow sanitizer builds.
-unit: $(UNIT_BIN)
-	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} \
-	$(if $(SUITE),CK_RUN_SUITE=$(SUITE)) $(UNIT_BIN)
+unit: $(UNIT_BIN) $(SAMPLE_PLUGIN)
+	$(TEST_ENV) $(UNIT_BIN)
+
+integ: $(INTEG_BIN) $(BACKEND_BIN) $(SAMPLE_PLUGIN)
+	@if [ -n "$(INTEG_SRC)" ]; then $(TEST_ENV) $(INTEG_BIN); fi
 
 run: deps lib
 	@echo "make run: the module (issue 4) and the backend (issue 3) are not built yet;"
@@ -91,10 +133,18 @@ bench:
 	@$(MAKE) --no-print-directory OPT=-O2 SANITIZE= $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
+$(FUZZ_BUILD)/fuzz_config: tests/fuzz/fuzz_config.c slotproxy-backend/config.c \
+		slotproxy-backend/config.h $(COMMON_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icommon -Islotproxy-backend \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$< slotproxy-backend/config.c $(COMMON_SRC) -lcrypto -o $@
+
 $(FUZZ_BUILD)/%: tests/fuzz/%.c $(COMMON_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Icommon \
-		-fsanitize=fuzzer,address,undefined $< $(COMMON_SRC) -lcrypto -o $@
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$< $(COMMON_SRC) -lcrypto -o $@
 
 fuzz:
 	@scripts/deps.sh fuzz

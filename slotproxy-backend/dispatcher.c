@@ -820,7 +820,7 @@ static void link_accept(listener_t *ls)
             continue;
         }
         bl->kind = EV_LINK;
-        snprintf(bl->peer, sizeof(bl->peer), "%s", ls->name);
+        snprintf(bl->peer, sizeof(bl->peer), "%.63s", ls->name);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = bl};
         if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             sp_link_free(&bl->l);

@@ -53,7 +53,8 @@ static int check_handlers(const spb_config_t *cfg, char *err, size_t len)
         const spb_handler_conf_t *hc = &cfg->handlers[i];
         if (sp_handler_load(&h, hc->prefix, hc->spec, hc->arg, e, sizeof(e)) <
             0) {
-            snprintf(err, len, "%s:%d: Handler %s %s: %s", cfg->file, hc->line,
+            snprintf(err, len, "%.300s:%d: Handler %.100s %.200s: %.300s",
+                     cfg->file, hc->line,
                      hc->prefix, hc->spec, e);
             return -1;
         }

@@ -45,6 +45,8 @@ int main(void)
     srunner_add_suite(sr, suite_head());
     srunner_add_suite(sr, suite_net());
     srunner_add_suite(sr, suite_link());
+    srunner_add_suite(sr, suite_config());
+    srunner_add_suite(sr, suite_apps());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -17,6 +17,8 @@ Suite *suite_ring(void);
 Suite *suite_slots(void);
 Suite *suite_frame(void);
 Suite *suite_head(void);
+Suite *suite_config(void);
+Suite *suite_apps(void);
 Suite *suite_net(void);
 Suite *suite_link(void);
 

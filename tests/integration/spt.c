@@ -1,0 +1,249 @@
+/*
+ * spt.c - the integration harness (see spt.h).
+ */
+#include "spt.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *spt_env(const char *name)
+{
+    const char *v = getenv(name);
+    ck_assert_msg(v != NULL && v[0] != '\0',
+                  "%s is not set (run the tests through make)", name);
+    return v;
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    ck_assert_msg(fd >= 0, "%s: %s", path, strerror(errno));
+    size_t n = strlen(text);
+    ck_assert_int_eq(write(fd, text, n), (ssize_t)n);
+    close(fd);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 4096)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+void spt_backend_start(spt_backend_t *b, const char *extra)
+{
+    memset(b, 0, sizeof(*b));
+    snprintf(b->dir, sizeof(b->dir), "/tmp/spt-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(b->dir));
+    chmod(b->dir, 0755);
+    snprintf(b->conf, sizeof(b->conf), "%s/backend.conf", b->dir);
+    snprintf(b->log, sizeof(b->log), "%s/error.log", b->dir);
+    snprintf(b->unix_addr, sizeof(b->unix_addr), "unix:%s/b.sock", b->dir);
+    char conf[8192];
+    snprintf(conf, sizeof(conf),
+             "Listen %s\n"
+             "Listen tcp://127.0.0.1:0\n"
+             "ErrorLog %s\n"
+             "LogLevel info\n"
+             "PidFile %s/backend.pid\n"
+             "Workers 4\n"
+             "Handler /hello builtin:hello\n"
+             "Handler /echo builtin:echo\n"
+             "Handler /cgi-bin/ cgi:%s/conf/cgi-bin\n"
+             "Handler /app/ plugin:%s\n"
+             "GracefulTimeout 5\n"
+             "%s\n",
+             b->unix_addr, b->log, b->dir, spt_env("SP_TOP"),
+             spt_env("SP_SAMPLE_PLUGIN"), extra ? extra : "");
+    write_file(b->conf, conf, 0644);
+    const char *bin = spt_env("SP_BACKEND");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char err[400];
+        snprintf(err, sizeof(err), "%s/stderr.log", b->dir);
+        int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        execl(bin, bin, "-X", "-f", b->conf, (char *)NULL);
+        _exit(127);
+    }
+    b->pid = pid;
+    /* Ready when SPB0903 is logged; the tcp port is in SPB0402. */
+    for (int i = 0; i < 1000; i++) {
+        char *log = read_file(b->log);
+        if (log && strstr(log, "SPB0903")) {
+            const char *p = strstr(log, "listening on tcp://");
+            if (p) {
+                p += strlen("listening on ");
+                size_t n = strcspn(p, "\n");
+                if (n >= sizeof(b->tcp_addr))
+                    n = sizeof(b->tcp_addr) - 1;
+                memcpy(b->tcp_addr, p, n);
+            }
+            free(log);
+            return;
+        }
+        free(log);
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            char path[400];
+            snprintf(path, sizeof(path), "%s/stderr.log", b->dir);
+            char *e = read_file(path);
+            ck_abort_msg("backend exited at start-up: %s", e ? e : "?");
+        }
+        usleep(10000);
+    }
+    ck_abort_msg("backend not ready after 10 s");
+}
+
+void spt_backend_signal(spt_backend_t *b, int sig)
+{
+    kill(b->pid, sig);
+}
+
+static void rm_rf(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[600];
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_rf(p);
+        else
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int spt_backend_stop(spt_backend_t *b)
+{
+    if (b->pid <= 0)
+        return -1;
+    kill(b->pid, SIGTERM);
+    int status = -1;
+    for (int i = 0; i < 2000; i++) {
+        if (waitpid(b->pid, &status, WNOHANG) == b->pid)
+            break;
+        usleep(10000);
+        if (i == 1999) {
+            kill(b->pid, SIGKILL);
+            waitpid(b->pid, &status, 0);
+            ck_abort_msg("backend did not stop within 20 s of SIGTERM");
+        }
+    }
+    b->pid = 0;
+    if (getenv("SPT_KEEP") == NULL)
+        rm_rf(b->dir);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int spt_log_unexpected(const spt_backend_t *b, const char *const *allowed)
+{
+    char *log = read_file(b->log);
+    if (log == NULL)
+        return 0;
+    int bad = 0;
+    for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strstr(line, "] [error] ") && !strstr(line, "] [warn] "))
+            continue;
+        int ok = 0;
+        /* Start-up, stop and reload lines are at warn so they always show. */
+        static const char *const routine[] = {"SPB0903", "SPB0904", "SPB0801",
+                                              "SPB0606", NULL};
+        for (int i = 0; routine[i]; i++)
+            if (strstr(line, routine[i]))
+                ok = 1;
+        for (int i = 0; allowed && allowed[i]; i++)
+            if (strstr(line, allowed[i]))
+                ok = 1;
+        if (!ok) {
+            fprintf(stderr, "unexpected log line: %s\n", line);
+            bad++;
+        }
+    }
+    free(log);
+    return bad;
+}
+
+int spt_log_count(const spt_backend_t *b, const char *needle)
+{
+    char *log = read_file(b->log);
+    int n = 0;
+    for (const char *p = log; p && (p = strstr(p, needle)); p++)
+        n++;
+    free(log);
+    return n;
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char line[256];
+    long kb = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+int spt_children(pid_t pid, pid_t *out, int max)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid,
+             (int)pid);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (f == NULL)
+        return 0;
+    long c;
+    while (n < max && fscanf(f, "%ld", &c) == 1)
+        out[n++] = (pid_t)c;
+    fclose(f);
+    return n;
+}
+
+long spt_rss_tree_kb(pid_t pid)
+{
+    long kb = rss_kb(pid);
+    pid_t kids[256];
+    int n = spt_children(pid, kids, 256);
+    for (int i = 0; i < n; i++)
+        kb += spt_rss_tree_kb(kids[i]);
+    return kb;
+}
