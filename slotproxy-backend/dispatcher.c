@@ -80,6 +80,7 @@ typedef struct blink {
     int blocked;     /* a stream waits for room in the output queue */
     int closing;     /* flush what is queued, then close */
     int dead;        /* closed; freed at the end of the loop iteration */
+    int64_t drained_ns; /* GOAWAY sent and no stream left, since then */
     uint32_t unknown_frames;
     char peer[64];
 } blink_t;
@@ -115,6 +116,9 @@ struct spb_stream {
 #define HASH_BUCKETS 16384
 #define TICK_NS (100 * 1000000LL)
 #define MAX_UNKNOWN_FRAMES 1024
+/* Request-head limits: the worker's (worker.c W_MAX_FIELDS, 1 MiB). */
+#define HEAD_MAX_FIELDS 1000
+#define HEAD_MAX_FIELD_LEN (1u << 20)
 
 static struct {
     const char *config_path;
@@ -593,6 +597,21 @@ static int on_request_head(blink_t *bl, const sp_frame_t *f)
                            "stream id already in use");
         return 0;
     }
+    /* Check the head here, with the worker's limits, so that a malformed
+     * one is refused on its stream (docs/protocol.md 3.1) before any
+     * worker ACCEPTs it or logs about it. */
+    static sp_kv_t kv[HEAD_MAX_FIELDS];
+    sp_reqhead_t h;
+    sp_head_limits_t lim = {HEAD_MAX_FIELDS, HEAD_MAX_FIELD_LEN};
+    int hrc = sp_reqhead_decode(f->payload, f->hdr.len, &lim, &h, kv,
+                                HEAD_MAX_FIELDS);
+    if (hrc < 0) {
+        SPB_INFO("SPB0307", "link from %s: stream %u: bad request head (%s)",
+                 bl->peer, f->hdr.stream, sp_strerror(hrc));
+        sp_link_send_abort(L, f->hdr.stream, f->hdr.gen, SP_ABORT_PROTOCOL,
+                           hrc == SP_ELIMIT ? 431 : 400, "bad request head");
+        return 0;
+    }
     spb_stream_t *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->head = malloc(f->hdr.len ? f->hdr.len : 1)) == NULL) {
         free(s);
@@ -610,6 +629,7 @@ static int on_request_head(blink_t *bl, const sp_frame_t *f)
     s->send_credit = L->peer_initial_window;
     s->recv_window = S.cfg->initial_window;
     s->t_start = sp_now_ns();
+    s->end_rx = !(h.flags & SP_REQ_BODY); /* no BODY, no END will follow */
     s->hashed = 1;
     unsigned hb = hash_of(bl, s->id);
     s->hnext = S.hash[hb];
@@ -647,17 +667,18 @@ static int link_frame(void *arg, sp_link_t *L, const sp_frame_t *f)
     blink_t *bl = arg;
     if (f->hdr.type == SP_FT_REQUEST_HEAD)
         return on_request_head(bl, f);
+    /* Errors returned to sp_link close the link without a GOAWAY (and it
+     * rewrites L->err): queue the GOAWAY ourselves while the link is up. */
     if (f->hdr.type == SP_FT_ACCEPT || f->hdr.type == SP_FT_RESPONSE_HEAD) {
-        snprintf(L->err, sizeof(L->err), "%s frame from a frontend",
-                 sp_frame_type_name(f->hdr.type));
+        sp_link_send_goaway(L, SP_GOAWAY_PROTOCOL, "server-bound frame type");
         return SP_EPROTO;
     }
     spb_stream_t *s = stream_find(bl, f->hdr.stream);
     if (s == NULL || s->gen != f->hdr.gen) {
         /* A late frame of a stream that ended here, or nonsense. */
         if (++bl->unknown_frames > MAX_UNKNOWN_FRAMES) {
-            snprintf(L->err, sizeof(L->err),
-                     "too many frames for unknown streams");
+            sp_link_send_goaway(L, SP_GOAWAY_LIMIT,
+                                "too many frames for unknown streams");
             return SP_ELIMIT;
         }
         if (f->hdr.type == SP_FT_BODY || f->hdr.type == SP_FT_END)
@@ -845,6 +866,8 @@ static void links_flush(void)
         next = bl->next;
         if (sp_link_pending(&bl->l) == 0) {
             link_set_out(bl, 0);
+            if (bl->closing)
+                link_close(bl, "drained after GOAWAY");
             continue;
         }
         int rc = sp_link_flush(&bl->l);
@@ -953,6 +976,13 @@ static int drop_privileges(const spb_config_t *cfg)
         }
         if (!cfg->group[0])
             gid = pw->pw_gid;
+        /* Unix sockets were made by root: hand them to the daemon's user
+         * so frontends running as that user (httpd's www-data) connect. */
+        for (listener_t *ls = S.listeners; ls; ls = ls->next)
+            if (ls->addr.kind == SP_ADDR_UNIX &&
+                chown(ls->addr.path, pw->pw_uid, gid) < 0)
+                SPB_WARN("SPB0407", "chown %s: %s", ls->addr.path,
+                         strerror(errno));
         if (setgid(gid) < 0 || initgroups(cfg->user, gid) < 0 ||
             setuid(pw->pw_uid) < 0) {
             SPB_ERR("SPB0405", "cannot become %s: %s", cfg->user,
@@ -1260,6 +1290,15 @@ static void tick(void)
             if (now - bl->l.last_rx_ns > 10 * SP_NSEC_PER_SEC)
                 link_close(bl, "handshake timeout");
             continue;
+        }
+        /* Drained after our GOAWAY (docs/protocol.md 2.6): close it, a
+         * second later so that requests which crossed the GOAWAY get
+         * their ABORT(SHUTDOWN) and the frontend has time to go itself. */
+        if (bl->l.goaway_tx && bl->streams == NULL) {
+            if (bl->drained_ns == 0)
+                bl->drained_ns = now;
+            else if (now - bl->drained_ns >= SP_NSEC_PER_SEC)
+                bl->closing = 1;
         }
         if (now - bl->l.last_rx_ns > 3 * iv)
             link_close(bl, "peer silent for 3 ping intervals");
