@@ -31,7 +31,8 @@ typedef struct spc_stream {
     sp_resphead_t rh;
     sp_kv_t kv[SPC_MAX_RESP_HEADERS];
     /* response body */
-    int keep_body;      /* store it (else only count + crc) */
+    int keep_body;      /* store it (else only count + crc); survives
+                           spc_request */
     uint8_t *body;
     size_t body_len, body_cap;
     uint64_t body_total;
@@ -39,6 +40,13 @@ typedef struct spc_stream {
     int auto_credit;    /* grant CREDIT back as body arrives (default 1) */
     int64_t send_credit; /* request body bytes we may still send */
     int64_t t_head_ns, t_end_ns;
+    /* Check the response body against the builtin:echo size=N pattern,
+     * byte[i] = (i*7+3) & 0xff, as it arrives (keep_body may be 0).  Like
+     * keep_body, a setting that survives spc_request. */
+    int check_pattern;
+    int64_t pattern_bad; /* offset of the first wrong byte + 1; 0 = none */
+    int lost;            /* the link closed while the stream was open */
+    int64_t t_start_ns;  /* when spc_request sent the head */
 } spc_stream_t;
 
 typedef struct spc {
@@ -60,7 +68,16 @@ void spc_close(spc_t *c);
 
 /* Start a request on stream id.  headers: NULL-terminated name/value
  * pairs (may be NULL).  body: 0 none, 1 content_length bytes follow,
- * 2 chunked (length unknown).  Resets the stream's response state. */
+ * 2 chunked (length unknown).  Resets the stream's response state.
+ * Like a frontend, refuses (SP_ESTATE) to open a stream on a link that is
+ * not usable: closed, or draining after a GOAWAY either way (open a new
+ * link instead; see spc_usable). */
+/* The REQUEST_HEAD payload spc_request sends, into buf.  Its length or a
+ * negative SP_E*. */
+int spc_head_encode(const char *method, const char *uri,
+                    const char *const *headers, int body,
+                    int64_t content_length, uint8_t *buf, size_t cap);
+
 int spc_request(spc_t *c, uint32_t id, const char *method, const char *uri,
                 const char *const *headers, int body, int64_t content_length);
 
@@ -87,5 +104,49 @@ const char *spc_header(const spc_stream_t *s, const char *name);
 
 /* Write raw bytes on the link's socket (for garbage tests). */
 int spc_raw(spc_t *c, const void *buf, size_t len);
+
+/* 1 if new streams may be opened on the link: handshake done, no GOAWAY
+ * either way, not closed. */
+int spc_usable(const spc_t *c);
+
+/* Streams with a request in progress. */
+uint32_t spc_open_streams(const spc_t *c);
+
+/* The builtin:echo size=N pattern byte at offset i. */
+static inline uint8_t spc_pattern_byte(uint64_t i)
+{
+    return (uint8_t)((i * 7 + 3) & 0xff);
+}
+
+/* ---- raw peers: a blocking socket and frames by hand ------------------ */
+
+/* Connect (blocking, with timeout).  fd or a negative SP_E*. */
+int spc_raw_connect(const char *addr, int timeout_ms);
+
+/* Write all of buf (waiting for room up to 5 s per step).  0 or
+ * negative. */
+int spc_raw_write(int fd, const void *buf, size_t len);
+
+/* Send one frame built from its parts (the header as given, even if
+ * invalid: the caller chooses what to break). */
+int spc_raw_frame(int fd, uint8_t version, uint8_t type, uint16_t flags,
+                  uint32_t stream, uint32_t gen, const void *payload,
+                  uint32_t len);
+
+/* Read one whole frame into buf (cap bytes: header + payload) within
+ * timeout_ms, without checking it beyond its header's length.  0 with *f
+ * filled, SP_ECLOSED on EOF/reset, SP_ETIMEDOUT, SP_EMSGSIZE. */
+int spc_raw_read(int fd, uint8_t *buf, size_t cap, sp_frame_t *f,
+                 int timeout_ms);
+
+/* Wait until the peer closes fd, discarding what arrives; records the
+ * first GOAWAY code seen in *goaway (-1 if none).  0 when closed,
+ * SP_ETIMEDOUT otherwise. */
+int spc_raw_wait_close(int fd, int timeout_ms, int *goaway);
+
+/* Raw handshake up to HELLO_ACK: HELLO out, HELLO_ACK in; nonces for the
+ * proofs.  0 or negative. */
+int spc_raw_hello(int fd, uint8_t nonce_c[32], uint8_t nonce_s[32],
+                  int timeout_ms);
 
 #endif

@@ -24,6 +24,50 @@ const char *spt_env(const char *name)
     return v;
 }
 
+/* Backends started and not yet stopped, for the atexit net. */
+#define SPT_MAX_LIVE 16
+static pid_t live[SPT_MAX_LIVE];
+static int atexit_set;
+
+static void kill_tree(pid_t pid)
+{
+    pid_t kids[256];
+    int n = spt_children(pid, kids, 256);
+    kill(pid, SIGKILL);
+    for (int i = 0; i < n; i++)
+        kill_tree(kids[i]);
+}
+
+static void spt_atexit(void)
+{
+    for (int i = 0; i < SPT_MAX_LIVE; i++)
+        if (live[i] > 0) {
+            kill_tree(live[i]);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+}
+
+static void live_add(pid_t pid)
+{
+    if (!atexit_set) {
+        atexit(spt_atexit);
+        atexit_set = 1;
+    }
+    for (int i = 0; i < SPT_MAX_LIVE; i++)
+        if (live[i] == 0) {
+            live[i] = pid;
+            return;
+        }
+}
+
+static void live_del(pid_t pid)
+{
+    for (int i = 0; i < SPT_MAX_LIVE; i++)
+        if (live[i] == pid)
+            live[i] = 0;
+}
+
 static void write_file(const char *path, const char *text, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
@@ -33,7 +77,7 @@ static void write_file(const char *path, const char *text, mode_t mode)
     close(fd);
 }
 
-static char *read_file(const char *path)
+char *spt_read_file(const char *path)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL)
@@ -51,12 +95,41 @@ static char *read_file(const char *path)
     return buf;
 }
 
+void spt_write_file(const char *path, const char *text, int mode)
+{
+    write_file(path, text, (mode_t)mode);
+}
+
 void spt_backend_start(spt_backend_t *b, const char *extra)
+{
+    spt_backend_start_secret(b, extra, NULL);
+}
+
+void spt_backend_append_conf(spt_backend_t *b, const char *text)
+{
+    int fd = open(b->conf, O_WRONLY | O_APPEND);
+    ck_assert_msg(fd >= 0, "%s: %s", b->conf, strerror(errno));
+    size_t n = strlen(text);
+    ck_assert_int_eq(write(fd, text, n), (ssize_t)n);
+    close(fd);
+}
+
+void spt_backend_start_secret(spt_backend_t *b, const char *extra,
+                              const char *secret)
 {
     memset(b, 0, sizeof(*b));
     snprintf(b->dir, sizeof(b->dir), "/tmp/spt-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(b->dir));
     chmod(b->dir, 0755);
+    char secret_line[400] = "";
+    if (secret != NULL) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/secret", b->dir);
+        write_file(path, secret, 0600);
+        chmod(path, 0600); /* whatever the umask */
+        snprintf(secret_line, sizeof(secret_line), "SecretFile %s\n", path);
+        snprintf(b->secret, sizeof(b->secret), "%s", secret);
+    }
     snprintf(b->conf, sizeof(b->conf), "%s/backend.conf", b->dir);
     snprintf(b->log, sizeof(b->log), "%s/error.log", b->dir);
     snprintf(b->unix_addr, sizeof(b->unix_addr), "unix:%s/b.sock", b->dir);
@@ -73,9 +146,10 @@ void spt_backend_start(spt_backend_t *b, const char *extra)
              "Handler /cgi-bin/ cgi:%s/conf/cgi-bin\n"
              "Handler /app/ plugin:%s\n"
              "GracefulTimeout 5\n"
+             "%s"
              "%s\n",
              b->unix_addr, b->log, b->dir, spt_env("SP_TOP"),
-             spt_env("SP_SAMPLE_PLUGIN"), extra ? extra : "");
+             spt_env("SP_SAMPLE_PLUGIN"), secret_line, extra ? extra : "");
     write_file(b->conf, conf, 0644);
     const char *bin = spt_env("SP_BACKEND");
     pid_t pid = fork();
@@ -92,9 +166,10 @@ void spt_backend_start(spt_backend_t *b, const char *extra)
         _exit(127);
     }
     b->pid = pid;
+    live_add(pid);
     /* Ready when SPB0903 is logged; the tcp port is in SPB0402. */
     for (int i = 0; i < 1000; i++) {
-        char *log = read_file(b->log);
+        char *log = spt_read_file(b->log);
         if (log && strstr(log, "SPB0903")) {
             const char *p = strstr(log, "listening on tcp://");
             if (p) {
@@ -110,13 +185,15 @@ void spt_backend_start(spt_backend_t *b, const char *extra)
         free(log);
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
+            live_del(pid);
             char path[400];
             snprintf(path, sizeof(path), "%s/stderr.log", b->dir);
-            char *e = read_file(path);
+            char *e = spt_read_file(path);
             ck_abort_msg("backend exited at start-up: %s", e ? e : "?");
         }
         usleep(10000);
     }
+    kill_tree(pid);
     ck_abort_msg("backend not ready after 10 s");
 }
 
@@ -146,7 +223,25 @@ static void rm_rf(const char *dir)
     rmdir(dir);
 }
 
+static int backend_stop(spt_backend_t *b, int rm);
+
 int spt_backend_stop(spt_backend_t *b)
+{
+    return backend_stop(b, 1);
+}
+
+void spt_backend_finish(spt_backend_t *b, const char *const *allowed)
+{
+    int st = backend_stop(b, 0);
+    int bad = spt_log_unexpected(b, allowed);
+    ck_assert_msg(st == 0, "backend exit status %d (log: %s)", st, b->log);
+    ck_assert_msg(bad == 0, "%d unexpected [error]/[warn] lines in %s", bad,
+                  b->log);
+    if (getenv("SPT_KEEP") == NULL)
+        rm_rf(b->dir);
+}
+
+static int backend_stop(spt_backend_t *b, int rm)
 {
     if (b->pid <= 0)
         return -1;
@@ -157,20 +252,22 @@ int spt_backend_stop(spt_backend_t *b)
             break;
         usleep(10000);
         if (i == 1999) {
-            kill(b->pid, SIGKILL);
+            kill_tree(b->pid);
             waitpid(b->pid, &status, 0);
+            live_del(b->pid);
             ck_abort_msg("backend did not stop within 20 s of SIGTERM");
         }
     }
+    live_del(b->pid);
     b->pid = 0;
-    if (getenv("SPT_KEEP") == NULL)
+    if (rm && getenv("SPT_KEEP") == NULL)
         rm_rf(b->dir);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 int spt_log_unexpected(const spt_backend_t *b, const char *const *allowed)
 {
-    char *log = read_file(b->log);
+    char *log = spt_read_file(b->log);
     if (log == NULL)
         return 0;
     int bad = 0;
@@ -198,7 +295,7 @@ int spt_log_unexpected(const spt_backend_t *b, const char *const *allowed)
 
 int spt_log_count(const spt_backend_t *b, const char *needle)
 {
-    char *log = read_file(b->log);
+    char *log = spt_read_file(b->log);
     int n = 0;
     for (const char *p = log; p && (p = strstr(p, needle)); p++)
         n++;
@@ -246,4 +343,67 @@ long spt_rss_tree_kb(pid_t pid)
     for (int i = 0; i < n; i++)
         kb += spt_rss_tree_kb(kids[i]);
     return kb;
+}
+
+int spt_wait_children(pid_t pid, int n, int timeout_ms)
+{
+    pid_t kids[256];
+    double end = spt_ms() + timeout_ms;
+    int got;
+    while ((got = spt_children(pid, kids, 256)) != n && spt_ms() < end)
+        usleep(10000);
+    return got;
+}
+
+int spt_wait_log(const spt_backend_t *b, const char *needle, int n,
+                 int timeout_ms)
+{
+    double end = spt_ms() + timeout_ms;
+    int got;
+    while ((got = spt_log_count(b, needle)) < n && spt_ms() < end)
+        usleep(10000);
+    return got;
+}
+
+double spt_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+int spt_run_backend_cmd(const char *const *args, char *out, size_t cap)
+{
+    const char *bin = spt_env("SP_BACKEND");
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        const char *argv[32];
+        int n = 0;
+        argv[n++] = bin;
+        for (int i = 0; args[i] && n < 31; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0;
+    ssize_t r;
+    char sink[4096];
+    while ((r = read(p[0], len + 1 < cap ? out + len : sink,
+                     len + 1 < cap ? cap - 1 - len : sizeof(sink))) > 0)
+        if (len + 1 < cap)
+            len += (size_t)r;
+    out[len] = '\0';
+    close(p[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -24,12 +24,31 @@ typedef struct spt_backend {
 
 /* Start a backend; extra is appended to the generated configuration
  * (directives override the defaults above them: last wins).  Fails the
- * current test on any problem. */
+ * current test on any problem.
+ *
+ * Cleanup on failure: the backend is started in the test's own process
+ * group, which Check kills (SIGKILL to the group) as soon as a forked test
+ * ends, however it ends; for CK_FORK=no an atexit handler kills every
+ * backend still running (dispatcher and workers). */
 void spt_backend_start(spt_backend_t *b, const char *extra);
+
+/* The same with a SecretFile: secret is written to DIR/secret, mode 0600,
+ * and "SecretFile DIR/secret" appended (b->secret keeps it). */
+void spt_backend_start_secret(spt_backend_t *b, const char *extra,
+                              const char *secret);
+
+/* Append text to the configuration file (for a reload). */
+void spt_backend_append_conf(spt_backend_t *b, const char *text);
 
 /* SIGTERM, wait (up to 20 s), remove the directory.  Returns the exit
  * status (0 = clean). */
 int spt_backend_stop(spt_backend_t *b);
+
+/* Stop the backend (spt_backend_stop), assert a clean exit (status 0)
+ * and no unexpected [error]/[warn] line in its whole log, stop included
+ * (allowed as for spt_log_unexpected); the directory is removed only when
+ * both hold, so a failing test leaves its log behind. */
+void spt_backend_finish(spt_backend_t *b, const char *const *allowed);
 
 /* Send a signal to the dispatcher. */
 void spt_backend_signal(spt_backend_t *b, int sig);
@@ -46,6 +65,29 @@ long spt_rss_tree_kb(pid_t pid);
 
 /* Pids of the dispatcher's direct children (workers); returns count. */
 int spt_children(pid_t pid, pid_t *out, int max);
+
+/* Wait up to timeout_ms until pid has exactly n children; returns the
+ * count last seen. */
+int spt_wait_children(pid_t pid, int n, int timeout_ms);
+
+/* Wait up to timeout_ms until the log holds at least n lines containing
+ * needle; returns the count last seen. */
+int spt_wait_log(const spt_backend_t *b, const char *needle, int n,
+                 int timeout_ms);
+
+/* Milliseconds since an arbitrary start (monotonic). */
+double spt_ms(void);
+
+/* Run the backend binary with args (NULL-terminated, argv[0] excluded);
+ * stdout+stderr into out (NUL-terminated, truncated to cap).  Returns the
+ * exit status. */
+int spt_run_backend_cmd(const char *const *args, char *out, size_t cap);
+
+/* The whole file, NUL-terminated (free it), or NULL. */
+char *spt_read_file(const char *path);
+
+/* Write text into path (mode). */
+void spt_write_file(const char *path, const char *text, int mode);
 
 /* Environment lookups with a test failure when missing. */
 const char *spt_env(const char *name);
