@@ -435,6 +435,13 @@ static void drain_in(spb_stream_t *s)
         }
         sp_link_t *L = &s->link->l;
         int rc = 0;
+        if (!s->accept_tx) {
+            /* The worker writes here only after it took the stream, but it
+             * may have done so (and its whole response) after stream_pump
+             * looked at WAS_ACCEPTED: ACCEPT must still come first. */
+            s->accept_tx = 1;
+            sp_link_send(L, SP_FT_ACCEPT, s->id, s->gen, NULL, 0);
+        }
         switch (msg.type) {
         case SP_FT_RESPONSE_HEAD:
             if (msg.remaining > L->peer_max_payload) {
