@@ -898,6 +898,10 @@ static void links_flush(void)
                 if (s->state == S_ASSIGNED)
                     stream_pump(s);
             }
+            /* What they queued was not in the flush above: ask for
+             * EPOLLOUT, or it waits for the next event (a tick). */
+            if (!bl->dead && sp_link_pending(&bl->l) > 0)
+                link_set_out(bl, 1);
         }
     }
 }
