@@ -10,7 +10,8 @@
  *   bigbody    100 MB request and response with flat memory; a chunked
  *              body through a CGI script
  *   slowreader one stream that stops granting credit does not delay the
- *              others on its link
+ *              others on its link; an answer queued behind a full link
+ *              goes out as soon as the link drains
  *   failures   (test_backend_fail.c) worker SIGKILL -> 502, RequestTimeout
  *              -> 504, full queue / QueueTimeout -> 503, crash -> 502,
  *              client ABORT frees the worker, MaxRequestsPerWorker
@@ -449,6 +450,56 @@ START_TEST(backend_slow_reader)
 }
 END_TEST
 
+/* A stream whose answer is ready while the link's output queue is over
+ * its limit waits for the queue to drain, then must go out at once - not
+ * at the daemon's next timer tick (that took ~100 ms before a fix).  The
+ * queue is filled by a big response the client stops reading, then
+ * cancels; a /hello on the other worker answers meanwhile. */
+START_TEST(backend_blocked_link)
+{
+    spt_backend_t b;
+    spt_backend_start(&b, "Workers 2\n");
+    spc_t c;
+    tb_connect(&c, b.unix_addr, NULL, 4);
+    int slow = 0;
+    double worst = 0;
+    for (int it = 0; it < 10; it++) {
+        tb_get(&c, 0, "/echo?size=104857600");
+        double t0 = spt_ms();
+        while (c.streams[0].body_total < (1u << 20)) {
+            ck_assert_msg(spt_ms() - t0 < 5000, "response does not flow");
+            ck_assert_int_eq(spc_pump(&c, 10), 0);
+        }
+        /* Credit galore, then no reading for a while. */
+        ck_assert_int_eq(spc_credit(&c, 0, 16u << 20), 0);
+        sp_link_flush(&c.l);
+        usleep(30000);
+        ck_assert_int_eq(spc_abort(&c, 0), 0);
+        ck_assert_int_eq(spc_request(&c, 1, "GET", "/hello", NULL, 0, 0), 0);
+        sp_link_flush(&c.l);
+        usleep(30000);
+        /* Read again: the queue drains, then /hello's answer follows. */
+        t0 = spt_ms();
+        c.streams[1].keep_body = 1;
+        tb_wait(&c, 1, 3000);
+        double ms = spt_ms() - t0;
+        tb_expect_ok(&c, 1, 200);
+        ck_assert_uint_eq(c.streams[1].body_len, 13);
+        if (ms > 50)
+            slow++;
+        if (ms > worst)
+            worst = ms;
+    }
+    fprintf(stderr, "figure: answer behind a full link queue: worst %.1f ms "
+                    "of 10, %d over 50 ms\n",
+            worst, slow);
+    ck_assert_msg(slow <= 1, "%d of 10 answers waited over 50 ms (worst %.0f)",
+                  slow, worst);
+    spc_close(&c);
+    spt_backend_finish(&b, NULL);
+}
+END_TEST
+
 Suite *suite_backend(void)
 {
     Suite *s = suite_create("backend");
@@ -472,6 +523,7 @@ Suite *suite_backend(void)
     tc = tcase_create("slowreader");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, backend_slow_reader);
+    tcase_add_test(tc, backend_blocked_link);
     suite_add_tcase(s, tc);
 
     tb_add_fail_cases(s);
