@@ -59,8 +59,32 @@ FUZZ_SECONDS ?= 30
 
 HEADERS := $(wildcard common/*.h)
 
-.PHONY: all lib backend check unit integ deps run bench fuzz clean
-all: lib backend
+# The httpd module: built against the installed httpd (Debian's
+# apache2-dev) with the project's own flags, not `apxs -c` (libtool would
+# drop -Werror and rebuild common/).  libslotproxy.a is -fPIC, so it links
+# into the .so; --exclude-libs keeps its sp_* symbols out of httpd's
+# namespace.
+APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null)
+HTTPD_INCLUDEDIR := $(if $(APXS),$(shell $(APXS) -q INCLUDEDIR 2>/dev/null))
+APR_INCLUDES := $(shell apr-1-config --includes 2>/dev/null) \
+	$(shell apu-1-config --includes 2>/dev/null)
+MOD_SRC := mod_slotproxy/mod_slotproxy.c mod_slotproxy/handler.c \
+	mod_slotproxy/proxy.c
+MOD_CPP := -Imod_slotproxy -I$(HTTPD_INCLUDEDIR) $(APR_INCLUDES) \
+	-DLINUX -D_REENTRANT
+MOD_SO := $(BUILD)/mod_slotproxy/mod_slotproxy.so
+
+.PHONY: all lib backend module check unit integ deps run bench fuzz clean
+all: lib backend module
+
+module: $(MOD_SO)
+
+$(MOD_SO): $(MOD_SRC) $(wildcard mod_slotproxy/*.h) $(HEADERS) $(LIB)
+	@test -n "$(HTTPD_INCLUDEDIR)" || { echo "apxs not found: install \
+apache2-dev (scripts/deps.sh check)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_BASE) $(MOD_CPP) $(CFLAGS_BASE) -shared $(MOD_SRC) \
+		$(LIB) $(LDFLAGS_BASE) -Wl,--exclude-libs,ALL -lcrypto -o $@
 
 backend: $(BACKEND_BIN) $(SAMPLE_PLUGIN)
 
