@@ -426,7 +426,8 @@ static void drain_in(spb_stream_t *s)
                     (int)w->pid, w->slot);
             stream_send_abort(s, SP_ABORT_INTERNAL, 502, "corrupt ring");
             stream_abort(s);
-            kill(w->pid, SIGKILL);
+            if (w->pid > 0) /* 0 once reaped (on_worker_exit) */
+                kill(w->pid, SIGKILL);
             return;
         }
         if (s->aborted || s->link == NULL || s->end_tx) {
@@ -1177,7 +1178,19 @@ static void on_worker_exit(pid_t pid, int status)
     if (w == NULL)
         return; /* a CGI grandchild is not ours to reap here */
     spb_stream_t *s = w->stream;
+    w->pid = 0; /* reaped: never signal that pid again */
     if (s != NULL) {
+        /* SIGCHLD may come before the ready bit of what the worker did
+         * last: pass on the ACCEPT and the whole messages it left in the
+         * ring first, so the frontend sees the same either way (crash
+         * after a flushed head: head then ABORT; before: 502). */
+        if (!s->aborted && !s->accept_tx && s->link != NULL &&
+            (sp_load_acquire(&sp_slot(&S.slots, w->slot)->flags) &
+             SP_SLOTF_WAS_ACCEPTED)) {
+            s->accept_tx = 1;
+            sp_link_send(&s->link->l, SP_FT_ACCEPT, s->id, s->gen, NULL, 0);
+        }
+        drain_in(s);
         if (w->timed_out) {
             SPB_ERR("SPB0702", "worker %d (slot %u) killed after "
                                "RequestTimeout %ds",
