@@ -463,7 +463,7 @@ START_TEST(backend_blocked_link)
     tb_connect(&c, b.unix_addr, NULL, 4);
     int slow = 0;
     double worst = 0;
-    for (int it = 0; it < 10; it++) {
+    for (int it = 0; it < 20; it++) {
         tb_get(&c, 0, "/echo?size=104857600");
         double t0 = spt_ms();
         while (c.streams[0].body_total < (1u << 20)) {
@@ -490,10 +490,12 @@ START_TEST(backend_blocked_link)
         if (ms > worst)
             worst = ms;
     }
+    /* The stall was up to a tick (100 ms) in about half the rounds; two
+     * slow rounds of 20 are left to a loaded machine. */
     fprintf(stderr, "figure: answer behind a full link queue: worst %.1f ms "
-                    "of 10, %d over 50 ms\n",
+                    "of 20, %d over 50 ms\n",
             worst, slow);
-    ck_assert_msg(slow <= 1, "%d of 10 answers waited over 50 ms (worst %.0f)",
+    ck_assert_msg(slow <= 2, "%d of 20 answers waited over 50 ms (worst %.0f)",
                   slow, worst);
     spc_close(&c);
     spt_backend_finish(&b, NULL);
