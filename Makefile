@@ -144,13 +144,13 @@ TEST_ENV = SP_SAMPLE_PLUGIN=$(abspath $(SAMPLE_PLUGIN)) \
 unit: $(UNIT_BIN) $(SAMPLE_PLUGIN)
 	$(TEST_ENV) $(UNIT_BIN)
 
-integ: $(INTEG_BIN) $(BACKEND_BIN) $(SAMPLE_PLUGIN)
+integ: $(INTEG_BIN) $(BACKEND_BIN) $(SAMPLE_PLUGIN) $(MOD_SO)
 	@if [ -n "$(INTEG_SRC)" ]; then $(TEST_ENV) $(INTEG_BIN); fi
 
-run: deps lib
-	@echo "make run: the module (issue 4) and the backend (issue 3) are not built yet;"
-	@echo "          only common/libslotproxy.a exists.  See README.md."
-	@exit 1
+# make run MPM=prefork|worker|event (default event), PORT=8080
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh $(BUILD) $(MPM)
 
 bench:
 	@scripts/deps.sh bench

@@ -39,7 +39,11 @@
  *    64   4  link        proxy's link index for this stream (proxy only)
  *    68   4  backend     proxy's backend index (proxy only)
  *    72   4  status      final HTTP status / abort code (proxy writes)
- *    76  52  reserved
+ *    76   4  kick        bumped by the proxy after it moved data for this
+ *                        slot (futex word: the owner waits on it when it
+ *                        needs either direction, e.g. a full-duplex upload)
+ *    80   4  kick_waiting  the owner sleeps on `kick`
+ *    84  44  reserved
  *
  * Slots [0, nregular) are addressed by the scoreboard index (prefork child
  * or worker thread); slots [nregular, nslots) are the overflow pool taken
@@ -97,7 +101,9 @@ typedef struct sp_slot {
     uint32_t link;
     uint32_t backend;
     uint32_t status;
-    uint8_t reserved[52];
+    uint32_t kick;
+    uint32_t kick_waiting;
+    uint8_t reserved[44];
 } sp_slot_t;
 
 typedef struct sp_slots_hdr {
@@ -138,6 +144,7 @@ _Static_assert(offsetof(sp_slot_t, owner_start) == 8, "slot layout");
 _Static_assert(offsetof(sp_slot_t, seq) == 24, "slot layout");
 _Static_assert(offsetof(sp_slot_t, t_claim_ns) == 32, "slot layout");
 _Static_assert(offsetof(sp_slot_t, link) == 64, "slot layout");
+_Static_assert(offsetof(sp_slot_t, kick) == 76, "slot layout");
 _Static_assert(sizeof(sp_slot_t) == 128, "slot layout");
 _Static_assert(sizeof(sp_slots_hdr_t) == 128, "slots header layout");
 _Static_assert(offsetof(sp_slots_live_t, inflight) == SP_CACHELINE,

@@ -19,6 +19,7 @@
 #include "sp_slots.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -282,6 +283,33 @@ int sp_slot_wait(sp_slots_t *t, uint32_t i, uint32_t cur, int64_t deadline_ns,
     if (i >= t->nslots)
         return SP_EINVAL;
     return sp_mark_wait(&sp_slot(t, i)->state, cur, deadline_ns, spin, peer);
+}
+
+void sp_slot_kick(sp_slots_t *t, uint32_t i)
+{
+    sp_slot_t *s = sp_slot(t, i);
+    sp_fetch_add(&s->kick, 1);
+    sp_fence_full(); /* pairs with the fence in sp_slot_wait_kick() */
+    if (sp_load_relaxed(&s->kick_waiting))
+        sp_futex_wake(&s->kick, INT_MAX);
+}
+
+uint32_t sp_slot_kick_seen(sp_slots_t *t, uint32_t i)
+{
+    return sp_load_acquire(&sp_slot(t, i)->kick);
+}
+
+int sp_slot_wait_kick(sp_slots_t *t, uint32_t i, uint32_t seen,
+                      int64_t deadline_ns)
+{
+    sp_slot_t *s = sp_slot(t, i);
+    sp_store_relaxed(&s->kick_waiting, 1);
+    sp_fence_full(); /* pairs with the fence in sp_slot_kick() */
+    int rc = 0;
+    if (sp_load_acquire(&s->kick) == seen)
+        rc = sp_futex_wait(&s->kick, seen, deadline_ns);
+    sp_store_relaxed(&s->kick_waiting, 0);
+    return rc == SP_ETIMEDOUT ? SP_ETIMEDOUT : 0;
 }
 
 int sp_slot_replayable(const sp_slot_t *s)

@@ -113,6 +113,18 @@ int sp_slot_transition(sp_slots_t *t, uint32_t i, uint32_t from, uint32_t to,
 int sp_slot_wait(sp_slots_t *t, uint32_t i, uint32_t cur, int64_t deadline_ns,
                  sp_spin_t *spin, const sp_ident_t *peer);
 
+/* The proxy moved data for slot i (consumed from its in ring or wrote to
+ * its out ring): bump the kick word and wake the owner if it sleeps on it.
+ * Pairs with sp_slot_wait_kick(). */
+void sp_slot_kick(sp_slots_t *t, uint32_t i);
+
+/* Owner: read the kick word (before checking its rings), then, if neither
+ * ring lets it progress, sleep until the word differs from seen or the
+ * deadline.  0, or SP_ETIMEDOUT. */
+uint32_t sp_slot_kick_seen(sp_slots_t *t, uint32_t i);
+int sp_slot_wait_kick(sp_slots_t *t, uint32_t i, uint32_t seen,
+                      int64_t deadline_ns);
+
 /* May this request be replayed on another link/backend? */
 int sp_slot_replayable(const sp_slot_t *s);
 

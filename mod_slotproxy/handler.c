@@ -168,6 +168,14 @@ typedef struct hctx {
     sp_ring_t in, out;
     sp_ident_t proxy;
     int64_t deadline;
+    /* response state (pump_response) */
+    apr_bucket_brigade *bb;
+    sp_kv_t *kv;
+    apr_size_t pending;
+    int got_head;
+    int finished;  /* END or ABORT read: the response is complete */
+    int cancelled; /* the client went away or the stream broke */
+    int result;
 } hctx_t;
 
 /* Keep following the proxy child if it was replaced. */
@@ -211,25 +219,180 @@ static void out_consumed(hctx_t *h)
     }
 }
 
-/* Write one message into the input ring.  0; 1 if the response already
- * started (stop sending the body); negative on failure. */
+static void set_response_head(request_rec *r, const sp_resphead_t *rh);
+static int error_status(request_rec *r, const sp_abort_t *a);
+
+static int pass(hctx_t *h, int flush)
+{
+    conn_rec *c = h->r->connection;
+    if (flush)
+        APR_BRIGADE_INSERT_TAIL(h->bb, apr_bucket_flush_create(c->bucket_alloc));
+    if (ap_pass_brigade(h->r->output_filters, h->bb) != APR_SUCCESS ||
+        c->aborted) {
+        h->cancelled = 1;
+        return -1;
+    }
+    apr_brigade_cleanup(h->bb);
+    h->pending = 0;
+    return 0;
+}
+
+/* Move what the output ring holds into the filter chain.  With wait, block
+ * until the response is complete; without, return when the ring is empty.
+ * Sets h->finished / h->cancelled / h->result. */
+static void pump_response(hctx_t *h, int wait)
+{
+    request_rec *r = h->r;
+    conn_rec *c = r->connection;
+    while (!h->finished && !h->cancelled) {
+        sp_ring_msg_t msg;
+        struct iovec iov[64];
+        int n = sp_ring_peek(&h->out, &msg, iov, 64);
+        if (n == SP_EAGAIN) {
+            if (h->pending > 0 && pass(h, 1) < 0)
+                return;
+            if (!wait)
+                return;
+            int wrc = wait_out(h);
+            if (wrc < 0) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                              "SPM0215: no answer from the proxy child (%s)",
+                              sp_strerror(wrc));
+                if (!h->got_head) {
+                    h->result = wrc == SP_ETIMEDOUT ? HTTP_GATEWAY_TIME_OUT
+                                                    : HTTP_SERVICE_UNAVAILABLE;
+                } else {
+                    c->keepalive = AP_CONN_CLOSE;
+                    h->result = DONE;
+                }
+                h->cancelled = 1;
+                return;
+            }
+            continue;
+        }
+        if (n < 0) {
+            h->result = h->got_head ? DONE : HTTP_BAD_GATEWAY;
+            h->cancelled = 1;
+            return;
+        }
+        if (msg.type == SP_FT_RESPONSE_HEAD && !h->got_head) {
+            uint8_t *buf = apr_palloc(r->pool, msg.remaining + 1);
+            size_t got = 0;
+            for (int k = 0; k < n; k++) {
+                memcpy(buf + got, iov[k].iov_base, iov[k].iov_len);
+                got += iov[k].iov_len;
+            }
+            sp_ring_consume(&h->out, msg.remaining);
+            out_consumed(h);
+            sp_resphead_t rh;
+            sp_head_limits_t lim = {H_MAX_FIELDS, 1u << 20};
+            if (sp_resphead_decode(buf, got, &lim, &rh, h->kv, H_MAX_FIELDS) <
+                0) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                              "SPM0214: malformed response head from "
+                              "backend %s: 502", h->bc->name);
+                h->result = HTTP_BAD_GATEWAY;
+                h->cancelled = 1;
+                return;
+            }
+            set_response_head(r, &rh);
+            h->got_head = 1;
+            continue;
+        }
+        if (msg.type == SP_FT_BODY) {
+            if (!r->header_only)
+                for (int k = 0; k < n; k++) {
+                    apr_bucket *b = apr_bucket_heap_create(
+                        iov[k].iov_base, iov[k].iov_len, NULL, c->bucket_alloc);
+                    APR_BRIGADE_INSERT_TAIL(h->bb, b);
+                    h->pending += iov[k].iov_len;
+                }
+            sp_ring_consume(&h->out, msg.remaining);
+            out_consumed(h);
+            if (h->pending >= 256 * 1024 && pass(h, 0) < 0)
+                return;
+            continue;
+        }
+        if (msg.type == SP_FT_END) {
+            sp_ring_consume(&h->out, msg.remaining);
+            h->finished = 1;
+            if (!h->got_head) {
+                h->result = HTTP_BAD_GATEWAY;
+                return;
+            }
+            APR_BRIGADE_INSERT_TAIL(h->bb, apr_bucket_eos_create(c->bucket_alloc));
+            ap_pass_brigade(r->output_filters, h->bb);
+            apr_brigade_cleanup(h->bb);
+            h->result = OK;
+            return;
+        }
+        if (msg.type == SP_FT_ABORT) {
+            uint8_t buf[512];
+            size_t got = 0;
+            for (int k = 0; k < n && got + iov[k].iov_len <= sizeof(buf); k++) {
+                memcpy(buf + got, iov[k].iov_base, iov[k].iov_len);
+                got += iov[k].iov_len;
+            }
+            sp_ring_consume(&h->out, msg.remaining);
+            h->finished = 1;
+            sp_abort_t a;
+            if (sp_abort_decode(buf, got, &a) < 0) {
+                a.code = SP_ABORT_INTERNAL;
+                a.status = 502;
+                a.reason = sp_str("?");
+            }
+            if (!h->got_head) {
+                h->result = error_status(r, &a);
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                              "SPM0214: backend %s: %s (%s): %d", h->bc->name,
+                              a.reason.ptr, sp_abort_code_name(a.code),
+                              h->result);
+            } else {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                              "SPM0216: backend %s cut the response: %s (%s)",
+                              h->bc->name, a.reason.ptr,
+                              sp_abort_code_name(a.code));
+                c->keepalive = AP_CONN_CLOSE;
+                apr_brigade_cleanup(h->bb);
+                APR_BRIGADE_INSERT_TAIL(
+                    h->bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL,
+                                                  r->pool, c->bucket_alloc));
+                ap_pass_brigade(r->output_filters, h->bb);
+                h->result = DONE;
+            }
+            return;
+        }
+        sp_ring_consume(&h->out, msg.remaining); /* unknown: skip */
+    }
+}
+
+/* Write one message into the input ring, forwarding response data to the
+ * client while the ring is full (a full-duplex application answers while
+ * it reads).  0; 1 if the response is already complete (stop sending the
+ * body); negative on failure. */
 static int in_write(hctx_t *h, unsigned type, const void *buf, size_t len)
 {
+    sp_slots_t *t = &h->rt->slots;
     for (;;) {
-        int rc = sp_ring_write(&h->in, type, buf, len,
-                               sp_now_ns() + H_SLICE_NS);
+        /* Read the kick word before looking at the rings: a proxy move
+         * after this point changes it and ends the wait below at once. */
+        uint32_t seen = sp_slot_kick_seen(t, h->slot);
+        int rc = sp_ring_write(&h->in, type, buf, len, 0);
         if (rc == 0) {
-            sp_slots_notify(&h->rt->slots, h->slot);
+            sp_slots_notify(t, h->slot);
             return 0;
         }
-        if (rc != SP_ETIMEDOUT)
+        if (rc != SP_EAGAIN)
             return rc;
-        if (sp_ring_used(&h->out) > 0)
-            return 1; /* the backend answered before reading everything */
-        if (sp_now_ns() > h->deadline)
+        pump_response(h, 0);
+        if (h->finished || h->cancelled)
+            return 1;
+        int64_t now = sp_now_ns();
+        if (now > h->deadline)
             return SP_ETIMEDOUT;
         if (!sp_ident_alive(&h->proxy) && !proxy_refresh(h))
             return SP_EPEERDEAD;
+        sp_slot_wait_kick(t, h->slot, seen, now + H_SLICE_NS);
     }
 }
 
@@ -266,19 +429,38 @@ static void slot_finish(hctx_t *h, int cancelled)
     spm_release(h->rt->shared);
 }
 
+/* Stream the request body into the input ring.  Reads are coalesced: after
+ * a blocking read, whatever else is already there is read without
+ * blocking, up to H_CHUNK, so a ring message is rarely a few bytes. */
 static int send_body(hctx_t *h, int *early)
 {
     request_rec *r = h->r;
-    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_bucket_brigade *bb =
+        apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    char *acc = apr_palloc(r->pool, H_CHUNK);
+    size_t n = 0;
     int seen_eos = 0;
     *early = 0;
     while (!seen_eos) {
-        apr_status_t st = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, H_CHUNK);
+        apr_status_t st = ap_get_brigade(
+            r->input_filters, bb, AP_MODE_READBYTES,
+            n == 0 ? APR_BLOCK_READ : APR_NONBLOCK_READ, H_CHUNK - n);
+        if (n > 0 && (APR_STATUS_IS_EAGAIN(st) ||
+                      (st == APR_SUCCESS && APR_BRIGADE_EMPTY(bb)))) {
+            int rc = in_write(h, SP_FT_BODY, acc, n);
+            n = 0;
+            if (rc == 1) {
+                *early = 1;
+                return 0;
+            }
+            if (rc < 0)
+                return -2;
+            continue;
+        }
         if (st != APR_SUCCESS)
             return -1; /* client gone or bad chunking */
-        for (apr_bucket *b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
-             b = APR_BUCKET_NEXT(b)) {
+        for (apr_bucket *b = APR_BRIGADE_FIRST(bb);
+             b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
             if (APR_BUCKET_IS_EOS(b)) {
                 seen_eos = 1;
                 break;
@@ -287,18 +469,34 @@ static int send_body(hctx_t *h, int *early)
             apr_size_t len;
             if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS)
                 return -1;
-            if (len == 0)
-                continue;
-            int rc = in_write(h, SP_FT_BODY, data, len);
-            if (rc == 1) {
-                *early = 1;
-                apr_brigade_cleanup(bb);
-                return 0;
+            while (len > 0) {
+                size_t take = len < H_CHUNK - n ? len : H_CHUNK - n;
+                memcpy(acc + n, data, take);
+                n += take;
+                data += take;
+                len -= take;
+                if (n == H_CHUNK) {
+                    int rc = in_write(h, SP_FT_BODY, acc, n);
+                    n = 0;
+                    if (rc == 1) {
+                        *early = 1;
+                        return 0;
+                    }
+                    if (rc < 0)
+                        return -2;
+                }
             }
-            if (rc < 0)
-                return -2;
         }
         apr_brigade_cleanup(bb);
+    }
+    if (n > 0) {
+        int rc = in_write(h, SP_FT_BODY, acc, n);
+        if (rc == 1) {
+            *early = 1;
+            return 0;
+        }
+        if (rc < 0)
+            return -2;
     }
     int rc = in_write(h, SP_FT_END, NULL, 0);
     if (rc == 1)
@@ -384,6 +582,9 @@ int spm_handle(request_rec *r, spm_runtime_t *rt, int backend)
     h.in.spin = spin;
     h.out.spin = spin;
     h.in.peer = h.out.peer = &h.proxy;
+    h.bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    h.kv = apr_palloc(r->pool, H_MAX_FIELDS * sizeof(sp_kv_t));
+    h.result = OK;
     sp_slot(&rt->slots, h.slot)->backend = (uint32_t)backend;
 
     uint8_t *head;
@@ -406,160 +607,25 @@ int spm_handle(request_rec *r, spm_runtime_t *rt, int backend)
     if (ap_request_has_body(r)) {
         int early = 0;
         int brc = send_body(&h, &early);
-        if (brc == -1) {
+        if (brc == -1 || (h.cancelled && !h.finished)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                           "SPM0217: client went away during the upload");
             sp_stat_add(&rt->shared->client_aborts, 1);
             slot_finish(&h, 1);
-            return HTTP_BAD_REQUEST;
+            return h.got_head ? DONE : HTTP_BAD_REQUEST;
         }
         /* brc == -2: the proxy stopped taking the body; its answer is in
          * the output ring (or the wait below times out). */
     }
 
     /* The response. */
-    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
-    sp_kv_t *kv = apr_palloc(r->pool, H_MAX_FIELDS * sizeof(sp_kv_t));
-    int got_head = 0, result = OK, cancelled = 0;
-    apr_size_t pending = 0;
-    for (;;) {
-        sp_ring_msg_t msg;
-        struct iovec iov[64];
-        int n = sp_ring_peek(&h.out, &msg, iov, 64);
-        if (n == SP_EAGAIN) {
-            if (pending > 0) {
-                APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-                if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS ||
-                    c->aborted) {
-                    cancelled = 1;
-                    break;
-                }
-                apr_brigade_cleanup(bb);
-                pending = 0;
-            }
-            int wrc = wait_out(&h);
-            if (wrc < 0) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                              "SPM0215: no answer from the proxy child (%s)",
-                              sp_strerror(wrc));
-                if (!got_head) {
-                    result = wrc == SP_ETIMEDOUT ? HTTP_GATEWAY_TIME_OUT
-                                                 : HTTP_SERVICE_UNAVAILABLE;
-                } else {
-                    c->keepalive = AP_CONN_CLOSE;
-                    result = DONE;
-                }
-                cancelled = 1;
-                break;
-            }
-            continue;
-        }
-        if (n < 0) {
-            result = got_head ? DONE : HTTP_BAD_GATEWAY;
-            cancelled = 1;
-            break;
-        }
-        if (msg.type == SP_FT_RESPONSE_HEAD && !got_head) {
-            uint8_t *buf = apr_palloc(r->pool, msg.remaining + 1);
-            size_t got = 0;
-            for (int k = 0; k < n; k++) {
-                memcpy(buf + got, iov[k].iov_base, iov[k].iov_len);
-                got += iov[k].iov_len;
-            }
-            sp_ring_consume(&h.out, msg.remaining);
-            out_consumed(&h);
-            sp_resphead_t rh;
-            sp_head_limits_t lim = {H_MAX_FIELDS, 1u << 20};
-            if (sp_resphead_decode(buf, got, &lim, &rh, kv, H_MAX_FIELDS) < 0) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                              "SPM0214: malformed response head from "
-                              "backend %s: 502", h.bc->name);
-                result = HTTP_BAD_GATEWAY;
-                cancelled = 1;
-                break;
-            }
-            set_response_head(r, &rh);
-            got_head = 1;
-            continue;
-        }
-        if (msg.type == SP_FT_BODY) {
-            if (!r->header_only)
-                for (int k = 0; k < n; k++) {
-                    apr_bucket *b = apr_bucket_heap_create(
-                        iov[k].iov_base, iov[k].iov_len, NULL, c->bucket_alloc);
-                    APR_BRIGADE_INSERT_TAIL(bb, b);
-                    pending += iov[k].iov_len;
-                }
-            sp_ring_consume(&h.out, msg.remaining);
-            out_consumed(&h);
-            if (pending >= 256 * 1024) {
-                if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS ||
-                    c->aborted) {
-                    cancelled = 1;
-                    break;
-                }
-                apr_brigade_cleanup(bb);
-                pending = 0;
-            }
-            continue;
-        }
-        if (msg.type == SP_FT_END) {
-            sp_ring_consume(&h.out, msg.remaining);
-            if (!got_head) {
-                result = HTTP_BAD_GATEWAY;
-                break;
-            }
-            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
-            if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS)
-                cancelled = 0; /* the stream is over anyway */
-            apr_brigade_cleanup(bb);
-            result = OK;
-            break;
-        }
-        if (msg.type == SP_FT_ABORT) {
-            uint8_t buf[512];
-            size_t got = 0;
-            for (int k = 0; k < n && got + iov[k].iov_len <= sizeof(buf); k++) {
-                memcpy(buf + got, iov[k].iov_base, iov[k].iov_len);
-                got += iov[k].iov_len;
-            }
-            sp_ring_consume(&h.out, msg.remaining);
-            sp_abort_t a;
-            if (sp_abort_decode(buf, got, &a) < 0) {
-                a.code = SP_ABORT_INTERNAL;
-                a.status = 502;
-                a.reason = sp_str("?");
-            }
-            if (!got_head) {
-                result = error_status(r, &a);
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                              "SPM0214: backend %s: %s (%s): %d", h.bc->name,
-                              a.reason.ptr, sp_abort_code_name(a.code),
-                              result);
-            } else {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                              "SPM0216: backend %s cut the response: %s (%s)",
-                              h.bc->name, a.reason.ptr,
-                              sp_abort_code_name(a.code));
-                c->keepalive = AP_CONN_CLOSE;
-                apr_brigade_cleanup(bb);
-                APR_BRIGADE_INSERT_TAIL(
-                    bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
-                                               c->bucket_alloc));
-                ap_pass_brigade(r->output_filters, bb);
-                result = DONE;
-            }
-            break;
-        }
-        /* Anything else: skip. */
-        sp_ring_consume(&h.out, msg.remaining);
-    }
-    if (cancelled && result == OK) {
+    pump_response(&h, 1);
+    if (h.cancelled && h.result == OK) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       "SPM0217: client went away; stream cancelled");
         sp_stat_add(&rt->shared->client_aborts, 1);
-        result = DONE;
+        h.result = DONE;
     }
-    slot_finish(&h, cancelled);
-    return result;
+    slot_finish(&h, h.cancelled && !h.finished);
+    return h.result;
 }

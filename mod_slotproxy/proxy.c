@@ -44,6 +44,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sp_error.h"
@@ -56,11 +57,13 @@
 
 /* ---- the segment ------------------------------------------------------- */
 
+/* 16 segments per ring (a small message takes a whole segment, so the
+ * count matters more than the size), at least 1 KiB each. */
 static uint32_t ring_geometry(uint32_t buffer_size, uint32_t *seg_size)
 {
-    uint32_t seg = 16384;
-    while (seg * 4 > buffer_size && seg > 1024)
-        seg /= 2;
+    uint32_t seg = buffer_size / 16;
+    if (seg < 1024)
+        seg = 1024;
     *seg_size = seg;
     return buffer_size / seg;
 }
@@ -265,8 +268,15 @@ static void plog(const char *tag, const char *fmt, ...)
     for (char *p = msg; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = '?';
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char when[64];
+    strftime(when, sizeof(when), "%a %b %d %H:%M:%S", &tm);
     int n = snprintf(line, sizeof(line),
-                     "[slotproxy:error] [pid %d] %s: %s\n", (int)getpid(), tag,
+                     "[%s.%06ld %d] [slotproxy:error] [pid %d] %s: %s\n", when,
+                     ts.tv_nsec / 1000, tm.tm_year + 1900, (int)getpid(), tag,
                      msg);
     if (n > 0) {
         ssize_t w = write(2, line, (size_t)n < sizeof(line) ? (size_t)n
@@ -300,6 +310,7 @@ static void out_push(pstream_t *ps, uint32_t type, const void *data,
             sp_link_send_credit(&ps->link->l, ps->slot, ps->seq, len);
             ps->resp_window += len;
         }
+        sp_slot_kick(P.slots, ps->slot);
         return;
     }
     chunk_t *c = malloc(sizeof(*c) + len);
@@ -329,14 +340,20 @@ static int out_flush(pstream_t *ps)
         ps->pend_last = NULL;
         return 1;
     }
+    int wrote = 0;
     while (ps->pend) {
         chunk_t *c = ps->pend;
         if (sp_ring_write(&ps->out, c->type, c->data, c->len, 0) < 0) {
-            uint32_t segs = c->len / ps->out.seg_size + 1;
+            uint32_t segs = (c->len + ps->out.seg_size - 1) / ps->out.seg_size;
+            if (segs == 0)
+                segs = 1;
             if (sp_ring_poll_writable(&ps->out, segs))
                 continue;
+            if (wrote)
+                sp_slot_kick(P.slots, ps->slot);
             return 0; /* the handler's consume rings our doorbell */
         }
+        wrote = 1;
         if (c->type == SP_FT_BODY && c->len > 0 && ps->link &&
             !ps->resp_done) {
             sp_link_send_credit(&ps->link->l, ps->slot, ps->seq, c->len);
@@ -348,6 +365,8 @@ static int out_flush(pstream_t *ps)
         free(c);
     }
     sp_ring_unpoll_writer(&ps->out);
+    if (wrote)
+        sp_slot_kick(P.slots, ps->slot);
     return 1;
 }
 
@@ -397,13 +416,14 @@ static void stream_try_finish(pstream_t *ps)
 {
     if (!ps->active || !ps->resp_done || !out_flush(ps))
         return;
+    int cur = stream_current(ps);
     stream_unlink(ps);
     if (ps->t_wait)
         wait_remove(ps);
     free(ps->head);
     ps->head = NULL;
     ps->active = 0;
-    if (stream_current(ps)) {
+    if (cur) {
         sp_slot_t *s = sp_slot(P.slots, ps->slot);
         uint32_t st = sp_mark_get(&s->state);
         while (st != SP_SLOT_DONE && st != SP_SLOT_FREE &&
@@ -475,6 +495,7 @@ static void stream_forward_body(pstream_t *ps)
                 0)
                 return;
             sp_ring_consume(&ps->in, msg.remaining);
+            sp_slot_kick(P.slots, ps->slot);
             ps->req_done = 1;
             return;
         }
@@ -511,6 +532,7 @@ static void stream_forward_body(pstream_t *ps)
         if (rc < 0)
             return;
         sp_ring_consume(&ps->in, (size_t)k);
+        sp_slot_kick(P.slots, ps->slot);
         ps->send_credit -= k;
         if (!(slot->flags & SP_SLOTF_BODY_CONSUMED)) {
             sp_fetch_or(&slot->flags, SP_SLOTF_BODY_CONSUMED);
@@ -643,6 +665,8 @@ static void slot_event(uint32_t i)
             stream_begin(i);
         return;
     }
+    if (ps->pend)
+        out_flush(ps); /* the handler made room in the output ring */
     stream_forward_body(ps);
     stream_try_finish(ps);
 }
@@ -923,6 +947,14 @@ static void link_event(plink_t *pl, uint32_t events)
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         int rc = sp_link_on_readable(&pl->l, link_frame, pl);
         if (rc < 0) {
+            if (pl->state != SPM_LINK_UP && pl->state != SPM_LINK_DRAINING) {
+                /* Refused during the handshake (e.g. a wrong secret):
+                 * back off as for a failed connect. */
+                b->next_try_ns = sp_now_ns() + b->backoff_ms * SP_NSEC_PER_MSEC;
+                b->backoff_ms = b->backoff_ms * 2 > MAX_BACKOFF_MS
+                                    ? MAX_BACKOFF_MS
+                                    : b->backoff_ms * 2;
+            }
             char why[200];
             snprintf(why, sizeof(why), "%.150s (%.40s)", pl->l.err,
                      sp_strerror(rc));

@@ -44,7 +44,7 @@ EOC
 *)
     cat <<EOC
 StartServers 2
-ServerLimit 4
+ServerLimit 8
 ThreadsPerChild 64
 ThreadLimit 64
 MaxRequestWorkers 256
