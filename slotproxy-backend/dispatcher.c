@@ -81,7 +81,7 @@ typedef struct blink {
     int closing;     /* flush what is queued, then close */
     int dead;        /* closed; freed at the end of the loop iteration */
     int64_t drained_ns; /* GOAWAY sent and no stream left, since then */
-    uint32_t unknown_frames;
+    uint32_t unknown_frames; /* BODY/END for unknown streams, this tick */
     char peer[64];
 } blink_t;
 
@@ -245,6 +245,7 @@ static void stream_send_abort(spb_stream_t *s, uint32_t code, uint16_t status,
         status = 0; /* too late for an HTTP status: the client sees a cut */
     sp_link_send_abort(&s->link->l, s->id, s->gen, code, status, reason);
     s->end_tx = 1;
+    stream_unhash(s); /* the frontend forgets it at once, may reuse the id */
     if (status == 503)
         S.n_503++;
     else if (status == 504)
@@ -499,6 +500,10 @@ static void drain_in(spb_stream_t *s)
             sp_ring_consume(&w->in, msg.remaining);
             rc = sp_link_send(L, SP_FT_END, s->id, s->gen, NULL, 0);
             s->end_tx = 1;
+            /* Both directions done: the frontend's view has ended and it
+             * may reuse the id before our worker says DONE (4.1). */
+            if (s->end_rx)
+                stream_unhash(s);
             break;
         case SP_FT_ABORT: {
             uint8_t buf[512];
@@ -683,15 +688,19 @@ static int link_frame(void *arg, sp_link_t *L, const sp_frame_t *f)
     }
     spb_stream_t *s = stream_find(bl, f->hdr.stream);
     if (s == NULL || s->gen != f->hdr.gen) {
-        /* A late frame of a stream that ended here, or nonsense. */
+        /* A late frame of a stream that ended here, or nonsense.  CREDIT
+         * and ABORT for it are normal (they cross our END or ABORT) and
+         * ignored; BODY and END are answered, and more of them in one
+         * tick than MAX_UNKNOWN_FRAMES close the link. */
+        if (f->hdr.type != SP_FT_BODY && f->hdr.type != SP_FT_END)
+            return 0;
         if (++bl->unknown_frames > MAX_UNKNOWN_FRAMES) {
             sp_link_send_goaway(L, SP_GOAWAY_LIMIT,
                                 "too many frames for unknown streams");
             return SP_ELIMIT;
         }
-        if (f->hdr.type == SP_FT_BODY || f->hdr.type == SP_FT_END)
-            sp_link_send_abort(L, f->hdr.stream, f->hdr.gen,
-                               SP_ABORT_PROTOCOL, 0, "unknown stream");
+        sp_link_send_abort(L, f->hdr.stream, f->hdr.gen, SP_ABORT_PROTOCOL,
+                           0, "unknown stream");
         return 0;
     }
     switch (f->hdr.type) {
@@ -714,6 +723,8 @@ static int link_frame(void *arg, sp_link_t *L, const sp_frame_t *f)
                 return 0;
         } else {
             s->end_rx = 1;
+            if (s->end_tx) /* the response was complete already */
+                stream_unhash(s);
         }
         if (s->pend == NULL && s->worker != NULL) {
             int rc = sp_ring_write(&s->worker->out, f->hdr.type, f->payload,
@@ -1315,6 +1326,7 @@ static void tick(void)
                 link_close(bl, "handshake timeout");
             continue;
         }
+        bl->unknown_frames = 0; /* a rate: late frames add up forever */
         /* Drained after our GOAWAY (docs/protocol.md 2.6): close it, a
          * second later so that requests which crossed the GOAWAY get
          * their ABORT(SHUTDOWN) and the frontend has time to go itself. */
