@@ -6,7 +6,8 @@
  * TCase per theme so CK_RUN_CASE can pick one:
  *
  *   basic      hello over unix and tcp; the command line (-t, -v)
- *   load       200+ concurrent streams on one link, byte-exact
+ *   load       200+ concurrent streams on one link, byte-exact; one
+ *              long-lived link with its stream ids reused at once
  *   bigbody    100 MB request and response with flat memory; a chunked
  *              body through a CGI script
  *   slowreader one stream that stops granting credit does not delay the
@@ -218,6 +219,64 @@ START_TEST(backend_streams_200)
     free(buf);
     fprintf(stderr, "figure: %d concurrent streams on one link in %.0f ms\n",
             LOAD_STREAMS, ms);
+    spc_close(&c);
+    spt_backend_finish(&b, NULL);
+}
+END_TEST
+
+/* A long-lived link, as a frontend keeps one: thousands of requests, each
+ * stream id reused the moment its previous request ended.  (The daemon
+ * used to count the CREDITs that cross its END as frames for unknown
+ * streams and closed the link with GOAWAY(LIMIT) after ~1000 requests,
+ * and refused a reused id while its worker had not yet said DONE.) */
+START_TEST(backend_link_reuse)
+{
+    spt_backend_t b;
+    spt_backend_start(&b, "Workers 4\n");
+    spc_t c;
+    tb_connect(&c, b.unix_addr, NULL, 4);
+    const int total = 4000;
+    int started = 0, done = 0;
+    uint8_t body[300];
+    double t0 = spt_ms();
+    while (done < total) {
+        ck_assert_msg(spt_ms() - t0 < 60000, "only %d of %d done", done,
+                      total);
+        for (uint32_t id = 0; id < 4; id++) {
+            spc_stream_t *s = &c.streams[id];
+            if (s->open)
+                continue;
+            if (s->gen > 0) { /* a request ended on this id: check it */
+                tb_expect_ok(&c, id, 200);
+                size_t want = (s->gen - 1) % 2 ? 13 : 1 + (s->gen % 250);
+                ck_assert_uint_eq(s->body_len, want);
+                done++;
+            }
+            if (started == total)
+                continue;
+            s->keep_body = 1;
+            if (s->gen % 2) { /* the next one is gen + 1 */
+                ck_assert_int_eq(spc_request(&c, id, "GET", "/hello", NULL,
+                                             0, 0),
+                                 0);
+            } else {
+                size_t n = 1 + ((s->gen + 1) % 250);
+                memset(body, 'a' + (int)(id + s->gen) % 26, n);
+                ck_assert_int_eq(spc_request(&c, id, "POST",
+                                             "/echo?bodyonly=1", NULL, 1,
+                                             (int64_t)n),
+                                 0);
+                ck_assert_int_eq(spc_send_body(&c, id, body, n, 5000), 0);
+                ck_assert_int_eq(spc_end(&c, id), 0);
+            }
+            started++;
+        }
+        ck_assert_int_eq(spc_pump(&c, 10), 0);
+    }
+    ck_assert(spc_usable(&c));
+    fprintf(stderr, "figure: %d requests on one link, ids reused at once: "
+                    "%.0f ms\n",
+            total, spt_ms() - t0);
     spc_close(&c);
     spt_backend_finish(&b, NULL);
 }
@@ -514,6 +573,7 @@ Suite *suite_backend(void)
     tc = tcase_create("load");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, backend_streams_200);
+    tcase_add_test(tc, backend_link_reuse);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("bigbody");
