@@ -3,8 +3,9 @@
  * them: a worker SIGKILLed mid-request (502 on that stream only, the pool
  * refilled), RequestTimeout (504, worker replaced), a full queue and a
  * queue deadline (503), a crashing application (502), the frontend's
- * ABORT (the worker is freed at once), MaxRequestsPerWorker (workers
- * recycled, no request lost).
+ * ABORT (the worker is freed at once), a body the application never
+ * reads (discarded, nothing leaks into the next request),
+ * MaxRequestsPerWorker (workers recycled, no request lost).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -295,6 +296,66 @@ START_TEST(backend_client_abort)
 }
 END_TEST
 
+/* ---- the application does not read the body ---------------------------- */
+
+/* "You do not have to read the body: the backend discards what is left"
+ * (docs/applications.md) - and none of it may leak into the next request
+ * of the same worker. */
+START_TEST(backend_unread_body)
+{
+    spt_backend_t b;
+    spt_backend_start(&b, "Workers 1\n");
+    spc_t c;
+    tb_connect(&c, b.unix_addr, NULL, 4);
+    static uint8_t junk[1 << 20], mine[100000];
+    memset(junk, 'J', sizeof(junk));
+    for (size_t j = 0; j < sizeof(mine); j++)
+        mine[j] = (uint8_t)(j * 5 + 1);
+    for (int round = 0; round < 3; round++) {
+        /* A body the handler never reads: small and complete, or 10 MB
+         * that the client stops sending once the answer is there. */
+        size_t len = round == 0 ? 1000 : 10u << 20;
+        c.streams[0].keep_body = 1;
+        ck_assert_int_eq(spc_request(&c, 0, "POST", "/hello", NULL, 1,
+                                     (int64_t)len),
+                         0);
+        size_t sent = 0;
+        int rc = 0;
+        while (sent < len && rc == 0) {
+            size_t k = len - sent < sizeof(junk) ? len - sent : sizeof(junk);
+            rc = spc_send_body(&c, 0, junk, k, 5000);
+            if (rc == 0)
+                sent += k;
+        }
+        if (rc == 0) {
+            spc_end(&c, 0);
+        } else {
+            /* The answer came first (docs/protocol.md 4.1): stop, cancel. */
+            ck_assert_int_eq(rc, SP_ESTATE);
+            ck_assert(c.streams[0].ended);
+        }
+        tb_wait(&c, 0, 5000);
+        tb_expect_ok(&c, 0, 200);
+        ck_assert_uint_eq(c.streams[0].body_len, 13);
+        if (rc != 0)
+            spc_abort(&c, 0);
+        /* The same worker, next request: exactly its own body. */
+        c.streams[1].keep_body = 1;
+        ck_assert_int_eq(spc_request(&c, 1, "POST", "/echo?bodyonly=1", NULL,
+                                     1, sizeof(mine)),
+                         0);
+        ck_assert_int_eq(spc_send_body(&c, 1, mine, sizeof(mine), 5000), 0);
+        spc_end(&c, 1);
+        tb_wait(&c, 1, 5000);
+        tb_expect_ok(&c, 1, 200);
+        ck_assert_uint_eq(c.streams[1].body_len, sizeof(mine));
+        ck_assert(memcmp(c.streams[1].body, mine, sizeof(mine)) == 0);
+    }
+    spc_close(&c);
+    spt_backend_finish(&b, NULL);
+}
+END_TEST
+
 /* ---- MaxRequestsPerWorker ------------------------------------------------ */
 
 START_TEST(backend_max_requests)
@@ -340,6 +401,7 @@ void tb_add_fail_cases(Suite *s)
     tcase_add_test(tc, backend_queue_timeout);
     tcase_add_test(tc, backend_app_crash);
     tcase_add_test(tc, backend_client_abort);
+    tcase_add_test(tc, backend_unread_body);
     tcase_add_test(tc, backend_max_requests);
     suite_add_tcase(s, tc);
 }
