@@ -1207,6 +1207,12 @@ static void on_worker_exit(pid_t pid, int status)
                                "RequestTimeout %ds",
                     (int)pid, w->slot, S.cfg->request_timeout_s);
             stream_send_abort(s, SP_ABORT_TIMEOUT, 504, "request timeout");
+        } else if (w->stopping) {
+            /* We killed it: GracefulTimeout ran out (its stream has had
+             * its ABORT(SHUTDOWN) already).  Not a crash. */
+            SPB_WARN("SPB0705", "worker %d (slot %u) killed mid-request at "
+                                "the end of GracefulTimeout %ds",
+                     (int)pid, w->slot, S.cfg->graceful_timeout_s);
         } else {
             SPB_ERR("SPB0703", "worker %d (slot %u) died mid-request (%s %d)",
                     (int)pid, w->slot,
