@@ -135,6 +135,8 @@ int spc_connect(spc_t *c, const char *addr, const char *secret,
                 uint32_t nstreams, int timeout_ms, char *err, size_t errlen)
 {
     memset(c, 0, sizeof(*c));
+    c->l.fd = -1; /* spc_close after a failed connect closes nothing */
+    c->closed = 1;
     sp_addr_t a;
     int rc = sp_addr_parse(addr, &a, err, errlen);
     if (rc < 0)
@@ -167,6 +169,7 @@ int spc_connect(spc_t *c, const char *addr, const char *secret,
         close(fd);
         return rc;
     }
+    c->closed = 0;
     int64_t end = sp_now_ns() + (int64_t)timeout_ms * SP_NSEC_PER_MSEC;
     while (c->l.state != SP_LINK_UP) {
         if (spc_pump(c, 50) < 0) {

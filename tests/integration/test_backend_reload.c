@@ -1,7 +1,8 @@
 /*
- * test_backend_reload.c - SIGHUP: a graceful reload under steady load
- * loses no request, and a reload with a broken configuration keeps the
- * running one.
+ * test_backend_reload.c - signals.  SIGHUP: a graceful reload under
+ * steady load loses no request, drained links are closed, and a reload
+ * with a broken configuration keeps the running one.  SIGTERM: in-flight
+ * requests finish within GracefulTimeout, then are aborted.
  *
  * The load plays a frontend by the rules of docs/protocol.md: a link that
  * got GOAWAY(RELOAD) opens no new stream (spc_request refuses), finishes
@@ -383,6 +384,63 @@ START_TEST(backend_hup_bad_config)
 }
 END_TEST
 
+/* SIGTERM: in-flight requests finish within GracefulTimeout, links get
+ * GOAWAY(NORMAL), and the daemon exits 0; past the grace period the rest
+ * are aborted. */
+START_TEST(backend_term_graceful)
+{
+    for (int k = 0; k < 2; k++) {
+        spt_backend_t b;
+        spt_backend_start(&b, k == 0 ? "Workers 2\nGracefulTimeout 5\n"
+                                     : "Workers 2\nGracefulTimeout 1\n");
+        spc_t c;
+        tb_connect(&c, b.unix_addr, NULL, 4);
+        c.streams[0].check_pattern = 1;
+        tb_get(&c, 0, k == 0 ? "/echo?sleep=600&size=500000"
+                             : "/echo?sleep=20000");
+        double t0 = spt_ms();
+        while (!c.streams[0].accepted && spt_ms() - t0 < 3000)
+            ck_assert_int_eq(spc_pump(&c, 10), 0);
+        ck_assert(c.streams[0].accepted);
+        spt_backend_signal(&b, SIGTERM);
+        t0 = spt_ms();
+        while (c.l.goaway_rx == 0 && spt_ms() - t0 < 3000)
+            ck_assert_int_eq(spc_pump(&c, 10), 0);
+        ck_assert_int_eq(c.l.goaway_rx, SP_GOAWAY_NORMAL + 1);
+        ck_assert(!spc_usable(&c));
+        /* No new links while stopping. */
+        spc_t other;
+        char err[256];
+        ck_assert_int_ne(spc_connect(&other, b.unix_addr, NULL, 4, 2000, err,
+                                     sizeof(err)),
+                         0);
+        spc_close(&other);
+        spc_wait(&c, 0, 10000);
+        double ms = spt_ms() - t0;
+        if (k == 0) {
+            tb_expect_ok(&c, 0, 200);
+            ck_assert_uint_eq(c.streams[0].body_total, 500000);
+            ck_assert_int_eq(c.streams[0].pattern_bad, 0);
+        } else {
+            spc_stream_t *s = &c.streams[0];
+            ck_assert_msg(s->aborted && s->abort_code == SP_ABORT_SHUTDOWN,
+                          "past the grace period: aborted %d code %u",
+                          s->aborted, s->abort_code);
+            ck_assert_msg(ms >= 900 && ms < 3000, "aborted after %.0f ms",
+                          ms);
+            fprintf(stderr, "figure: GracefulTimeout 1: in-flight request "
+                            "aborted %.0f ms after SIGTERM\n",
+                    ms);
+        }
+        spc_close(&c);
+        static const char *const cut[] = {"SPB0705", NULL};
+        if (k == 1) /* the worker we killed, logged as such */
+            ck_assert_int_eq(spt_wait_log(&b, "SPB0705", 1, 3000), 1);
+        spt_backend_finish(&b, k ? cut : NULL);
+    }
+}
+END_TEST
+
 void tb_add_reload_cases(Suite *s)
 {
     TCase *tc = tcase_create("reload");
@@ -390,5 +448,6 @@ void tb_add_reload_cases(Suite *s)
     tcase_add_test(tc, backend_hup_under_load);
     tcase_add_test(tc, backend_hup_drains_links);
     tcase_add_test(tc, backend_hup_bad_config);
+    tcase_add_test(tc, backend_term_graceful);
     suite_add_tcase(s, tc);
 }
