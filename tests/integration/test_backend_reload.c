@@ -265,8 +265,10 @@ START_TEST(backend_hup_under_load)
             "%d retried (refused before ACCEPT), %d links replaced after "
             "GOAWAY(RELOAD)\n",
             ld->done, done_at_hup, ld->retried, ld->goaways);
-    ck_assert_int_ge(done_at_hup, 50);
-    ck_assert_int_ge(ld->done - done_at_hup, 100);
+    /* Load on both sides of the HUP (low bars: sanitizer builds on a
+     * busy machine are slow; a normal build does ~500 and ~1000). */
+    ck_assert_int_ge(done_at_hup, 20);
+    ck_assert_int_ge(ld->done - done_at_hup, 40);
     ck_assert_int_ge(ld->goaways, NLINKS); /* every link was told */
     for (int i = 0; i < NLINKS; i++)
         if (ld->links[i].connected)
