@@ -157,7 +157,7 @@ START_TEST(backend_queue_full)
     double ms = (double)(s2->t_end_ns - s2->t_start_ns) / 1e6;
     expect_abort(&c, 2, SP_ABORT_OVERLOAD, 503);
     ck_assert(!s2->accepted); /* never seen by a worker: retry is safe */
-    ck_assert_msg(ms < 300, "queue-full 503 after %.0f ms", ms);
+    ck_assert_msg(ms < 500, "queue-full 503 after %.0f ms", ms);
     ck_assert(!c.streams[1].accepted && c.streams[1].open);
     tb_wait(&c, 0, 5000);
     tb_expect_ok(&c, 0, 200);
