@@ -66,6 +66,7 @@ typedef struct ev_tag {
 typedef struct listener {
     int kind; /* EV_LISTENER */
     int fd;
+    int reused; /* listeners_open took it over from the old list */
     sp_addr_t addr;
     char name[300];
     struct listener *next;
@@ -920,24 +921,28 @@ static void links_flush(void)
 
 /* ---- listeners, privileges ------------------------------------------- */
 
+/* Open cfg's listeners into *out, taking over (unlinking from *reuse)
+ * those of the same name in *reuse; what stays in *reuse is no longer
+ * configured.  On failure *reuse gets back what was taken from it. */
 static int listeners_open(const spb_config_t *cfg, listener_t **out,
-                          listener_t *reuse)
+                          listener_t **reuse)
 {
     listener_t *head = NULL;
     for (int i = 0; i < cfg->nlisten; i++) {
         char name[300];
         sp_addr_format(&cfg->listen[i], name, sizeof(name));
         listener_t *ls = NULL;
-        for (listener_t **pp = &reuse; *pp; pp = &(*pp)->next)
+        for (listener_t **pp = reuse; pp && *pp; pp = &(*pp)->next)
             if (strcmp((*pp)->name, name) == 0) {
                 ls = *pp;
                 *pp = ls->next;
+                ls->reused = 1;
                 break;
             }
         if (ls == NULL) {
             ls = calloc(1, sizeof(*ls));
             if (ls == NULL)
-                return -1;
+                goto fail;
             ls->kind = EV_LISTENER;
             ls->addr = cfg->listen[i];
             ls->fd = sp_addr_listen(&ls->addr, 511);
@@ -945,13 +950,7 @@ static int listeners_open(const spb_config_t *cfg, listener_t **out,
                 SPB_ERR("SPB0401", "cannot listen on %s: %s", name,
                         strerror(errno));
                 free(ls);
-                while (head) {
-                    listener_t *n = head->next;
-                    close(head->fd);
-                    free(head);
-                    head = n;
-                }
-                return -1;
+                goto fail;
             }
             sp_addr_format(&ls->addr, ls->name, sizeof(ls->name));
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = ls};
@@ -963,6 +962,19 @@ static int listeners_open(const spb_config_t *cfg, listener_t **out,
     }
     *out = head;
     return 0;
+fail:
+    while (head) {
+        listener_t *n = head->next;
+        if (head->reused) {
+            head->next = *reuse;
+            *reuse = head;
+        } else {
+            close(head->fd);
+            free(head);
+        }
+        head = n;
+    }
+    return -1;
 }
 
 static void listeners_close(listener_t *ls)
@@ -1109,10 +1121,11 @@ static void reload(void)
     listener_t *nl = NULL;
     listener_t *old = S.listeners;
     S.listeners = NULL;
-    if (listeners_open(nc, &nl, old) < 0) {
-        /* old listeners not taken over are still in `old` */
+    if (listeners_open(nc, &nl, &old) < 0) {
+        /* every old listener is still in `old` */
         listener_t *back = NULL;
-        listeners_open(S.cfg, &back, old);
+        listeners_open(S.cfg, &back, &old);
+        listeners_close(old); /* none, unless one could not be matched */
         S.listeners = back;
         handlers_free(hs, nh);
         free(nc);
