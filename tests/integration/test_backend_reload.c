@@ -1,7 +1,8 @@
 /*
  * test_backend_reload.c - signals.  SIGHUP: a graceful reload under
- * steady load loses no request, drained links are closed, and a reload
- * with a broken configuration keeps the running one.  SIGTERM: in-flight
+ * steady load loses no request, drained links are closed, listeners are
+ * added, kept and removed, and a reload with a broken configuration
+ * keeps the running one.  SIGTERM: in-flight
  * requests finish within GracefulTimeout, then are aborted.
  *
  * The load plays a frontend by the rules of docs/protocol.md: a link that
@@ -455,6 +456,71 @@ START_TEST(backend_term_graceful)
 }
 END_TEST
 
+/* The newest "listening on tcp://..." address in the log (a reload moves
+ * a port-0 listener to a new port). */
+static void last_tcp(const spt_backend_t *b, char *out, size_t cap)
+{
+    char *log = spt_read_file(b->log);
+    ck_assert_ptr_nonnull(log);
+    const char *p = NULL;
+    for (const char *q = log; (q = strstr(q, "listening on tcp://")); q++)
+        p = q;
+    ck_assert_ptr_nonnull(p);
+    p += strlen("listening on ");
+    size_t n = strcspn(p, "\n");
+    ck_assert_uint_lt(n, cap);
+    memcpy(out, p, n);
+    out[n] = '\0';
+    free(log);
+}
+
+static void hello_at(const char *addr)
+{
+    spc_t c;
+    tb_connect(&c, addr, NULL, 2);
+    tb_hello(&c, 0, 3000);
+    spc_close(&c);
+}
+
+/* Listeners across reloads: added, kept (however they sit in the list),
+ * removed.  (A reload used to close and free a kept listener that was
+ * first in the daemon's list: its socket file vanished, and the daemon
+ * used freed memory.) */
+START_TEST(backend_hup_listeners)
+{
+    spt_backend_t b;
+    spt_backend_start(&b, "Workers 2\n");
+    char *orig = spt_read_file(b.conf);
+    char c_path[300], c_addr[320], extra[340], tcp[64];
+    snprintf(c_path, sizeof(c_path), "%s/c.sock", b.dir);
+    snprintf(c_addr, sizeof(c_addr), "unix:%s", c_path);
+    snprintf(extra, sizeof(extra), "Listen %s\n", c_addr);
+    spt_backend_append_conf(&b, extra);
+    for (int k = 1; k <= 3; k++) {
+        spt_backend_signal(&b, SIGHUP);
+        ck_assert_int_eq(spt_wait_log(&b, "SPB0606", k, 3000), k);
+        hello_at(b.unix_addr);
+        last_tcp(&b, tcp, sizeof(tcp));
+        hello_at(tcp);
+        if (k < 3) {
+            hello_at(c_addr);
+        } else { /* removed by the third reload */
+            ck_assert_int_ne(access(c_path, F_OK), 0);
+            spc_t c;
+            char err[256];
+            ck_assert_int_ne(spc_connect(&c, c_addr, NULL, 2, 1000, err,
+                                         sizeof(err)),
+                             0);
+            spc_close(&c);
+        }
+        if (k == 2)
+            spt_write_file(b.conf, orig, 0644);
+    }
+    free(orig);
+    spt_backend_finish(&b, NULL);
+}
+END_TEST
+
 void tb_add_reload_cases(Suite *s)
 {
     TCase *tc = tcase_create("reload");
@@ -462,6 +528,7 @@ void tb_add_reload_cases(Suite *s)
     tcase_add_test(tc, backend_hup_under_load);
     tcase_add_test(tc, backend_hup_drains_links);
     tcase_add_test(tc, backend_hup_bad_config);
+    tcase_add_test(tc, backend_hup_listeners);
     tcase_add_test(tc, backend_term_graceful);
     suite_add_tcase(s, tc);
 }
