@@ -510,6 +510,9 @@ static void set_response_head(request_rec *r, const sp_resphead_t *rh)
     if (rh->reason.len > 0)
         r->status_line = apr_psprintf(r->pool, "%d %s", rh->status,
                                       rh->reason.ptr);
+    else /* without a status line httpd sends a code it does not know
+          * (299, 599...) as "500 Internal Server Error" */
+        r->status_line = ap_get_status_line_ex(r->pool, rh->status);
     for (uint32_t i = 0; i < rh->nheaders; i++) {
         const char *name = rh->headers[i].name.ptr;
         const char *value = rh->headers[i].value.ptr;
