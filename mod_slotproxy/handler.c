@@ -192,6 +192,25 @@ static int proxy_refresh(hctx_t *h)
     return 0;
 }
 
+/* The proxy child died and httpd has not forked its replacement yet (it
+ * reaps dead children about once a second).  Wait for the replacement as
+ * for a usable link, up to the backend's connect_timeout: it adopts the
+ * slot (a request it never took is sent, one in flight is answered 502).
+ * 1 when a replacement is there, 0 when the wait is over. */
+static int proxy_await(hctx_t *h)
+{
+    int64_t end = sp_now_ns() +
+                  (int64_t)h->bc->connect_timeout_ms * SP_NSEC_PER_MSEC;
+    if (end > h->deadline)
+        end = h->deadline;
+    while (sp_now_ns() < end) {
+        apr_sleep(apr_time_from_msec(20));
+        if (proxy_refresh(h))
+            return 1;
+    }
+    return 0;
+}
+
 /* Wait for the output ring; 0 readable, or SP_ETIMEDOUT / SP_EPEERDEAD. */
 static int wait_out(hctx_t *h)
 {
@@ -202,7 +221,7 @@ static int wait_out(hctx_t *h)
         int rc = sp_ring_wait_readable(&h->out, until);
         if (rc == 0)
             return 0;
-        if (rc == SP_EPEERDEAD && proxy_refresh(h))
+        if (rc == SP_EPEERDEAD && (proxy_refresh(h) || proxy_await(h)))
             continue;
         if (rc == SP_ETIMEDOUT && sp_now_ns() < h->deadline)
             continue;
@@ -390,7 +409,8 @@ static int in_write(hctx_t *h, unsigned type, const void *buf, size_t len)
         int64_t now = sp_now_ns();
         if (now > h->deadline)
             return SP_ETIMEDOUT;
-        if (!sp_ident_alive(&h->proxy) && !proxy_refresh(h))
+        if (!sp_ident_alive(&h->proxy) && !proxy_refresh(h) &&
+            !proxy_await(h))
             return SP_EPEERDEAD;
         sp_slot_wait_kick(t, h->slot, seen, now + H_SLICE_NS);
     }
