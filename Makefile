@@ -122,7 +122,7 @@ $(INTEG_BIN): $(INTEG_SRC) $(wildcard tests/integration/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_BASE) -Itests/integration $(CFLAGS_BASE) \
 		$(CHECK_CFLAGS) $(INTEG_SRC) $(LIB) $(LDFLAGS_BASE) $(CHECK_LIBS) \
-		-lcrypto -o $@
+		-lcrypto -lcurl -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -137,6 +137,7 @@ check: deps
 
 TEST_ENV = SP_SAMPLE_PLUGIN=$(abspath $(SAMPLE_PLUGIN)) \
 	SP_BACKEND=$(abspath $(BACKEND_BIN)) SP_TOP=$(abspath .) \
+	SP_MODULE=$(abspath $(MOD_SO)) \
 	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-120} \
 	$(if $(SUITE),CK_RUN_SUITE=$(SUITE))
 

@@ -1067,15 +1067,22 @@ static void handlers_free(sp_handler_t *hs, size_t n)
 
 static int secret_load(const spb_config_t *cfg)
 {
-    S.secret_len = 0;
-    if (cfg->secret_file[0] == '\0')
+    if (cfg->secret_file[0] == '\0') {
+        S.secret_len = 0;
         return 0;
+    }
+    /* Load into a scratch buffer: on failure the running secret stays (a
+     * reload must never silently drop authentication). */
+    uint8_t buf[SP_SECRET_MAX];
+    size_t len = 0;
     char err[512];
-    if (sp_auth_load_secret(cfg->secret_file, S.secret, sizeof(S.secret),
-                            &S.secret_len, err, sizeof(err)) < 0) {
+    if (sp_auth_load_secret(cfg->secret_file, buf, sizeof(buf), &len, err,
+                            sizeof(err)) < 0) {
         SPB_ERR("SPB0502", "SecretFile: %s", err);
         return -1;
     }
+    memcpy(S.secret, buf, len);
+    S.secret_len = len;
     return 0;
 }
 

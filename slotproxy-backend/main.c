@@ -88,10 +88,12 @@ int main(int argc, char **argv)
         spb_config_check(cfg, err, sizeof(err)) < 0 ||
         check_handlers(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "slotproxy-backend: %s\n", err);
+        free(cfg);
         return 1;
     }
     if (test) {
         printf("Syntax OK\n");
+        free(cfg);
         return 0;
     }
     int ready[2] = {-1, -1};

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 
 Suite *suite_backend(void);
+Suite *suite_module(void);
 
 int main(void)
 {
     SRunner *sr = srunner_create(suite_backend());
+    srunner_add_suite(sr, suite_module());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -100,6 +100,8 @@ void spt_write_file(const char *path, const char *text, int mode)
     write_file(path, text, (mode_t)mode);
 }
 
+static void backend_launch(spt_backend_t *b, int ready);
+
 void spt_backend_start(spt_backend_t *b, const char *extra)
 {
     spt_backend_start_secret(b, extra, NULL);
@@ -151,13 +153,21 @@ void spt_backend_start_secret(spt_backend_t *b, const char *extra,
              b->unix_addr, b->log, b->dir, spt_env("SP_TOP"),
              spt_env("SP_SAMPLE_PLUGIN"), secret_line, extra ? extra : "");
     write_file(b->conf, conf, 0644);
+    backend_launch(b, 0);
+}
+
+/* Fork and exec the backend on b->conf; wait until the log holds more
+ * than `ready` SPB0903 lines (ready), taking the tcp port from the last
+ * SPB0402 tcp line. */
+static void backend_launch(spt_backend_t *b, int ready)
+{
     const char *bin = spt_env("SP_BACKEND");
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         char err[400];
         snprintf(err, sizeof(err), "%s/stderr.log", b->dir);
-        int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(err, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
             dup2(fd, 1);
@@ -170,14 +180,21 @@ void spt_backend_start_secret(spt_backend_t *b, const char *extra,
     /* Ready when SPB0903 is logged; the tcp port is in SPB0402. */
     for (int i = 0; i < 1000; i++) {
         char *log = spt_read_file(b->log);
-        if (log && strstr(log, "SPB0903")) {
-            const char *p = strstr(log, "listening on tcp://");
+        int nready = 0;
+        for (const char *p = log; p && (p = strstr(p, "SPB0903")); p++)
+            nready++;
+        if (nready > ready) {
+            const char *p = NULL;
+            for (const char *q = log; (q = strstr(q, "listening on tcp://"));
+                 q++)
+                p = q;
             if (p) {
                 p += strlen("listening on ");
                 size_t n = strcspn(p, "\n");
                 if (n >= sizeof(b->tcp_addr))
                     n = sizeof(b->tcp_addr) - 1;
                 memcpy(b->tcp_addr, p, n);
+                b->tcp_addr[n] = '\0';
             }
             free(log);
             return;
@@ -195,6 +212,12 @@ void spt_backend_start_secret(spt_backend_t *b, const char *extra,
     }
     kill_tree(pid);
     ck_abort_msg("backend not ready after 10 s");
+}
+
+void spt_backend_restart(spt_backend_t *b)
+{
+    ck_assert_msg(b->pid <= 0, "spt_backend_restart: still running");
+    backend_launch(b, spt_log_count(b, "SPB0903"));
 }
 
 void spt_backend_signal(spt_backend_t *b, int sig)
@@ -228,6 +251,11 @@ static int backend_stop(spt_backend_t *b, int rm);
 int spt_backend_stop(spt_backend_t *b)
 {
     return backend_stop(b, 1);
+}
+
+int spt_backend_stop_keep(spt_backend_t *b)
+{
+    return backend_stop(b, 0);
 }
 
 void spt_backend_finish(spt_backend_t *b, const char *const *allowed)

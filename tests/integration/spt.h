@@ -44,6 +44,12 @@ void spt_backend_append_conf(spt_backend_t *b, const char *text);
  * status (0 = clean). */
 int spt_backend_stop(spt_backend_t *b);
 
+/* The same, but the directory (configuration, log, unix socket path)
+ * stays: spt_backend_restart() starts the backend again on the same unix
+ * address (the tcp port is a new ephemeral one; b->tcp_addr follows). */
+int spt_backend_stop_keep(spt_backend_t *b);
+void spt_backend_restart(spt_backend_t *b);
+
 /* Stop the backend (spt_backend_stop), assert a clean exit (status 0)
  * and no unexpected [error]/[warn] line in its whole log, stop included
  * (allowed as for spt_log_unexpected); the directory is removed only when
