@@ -51,6 +51,8 @@ INTEG_BIN := $(BUILD)/tests/sp_integ
 
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+BENCH_SH := $(sort $(wildcard bench/*.sh))
+BENCH_MOD := $(BUILD)/bench/apps/mod_benchhello.so
 
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BUILD := build-fuzz
@@ -128,6 +130,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_BASE) $(CFLAGS_BASE) $< $(LIB) $(LDFLAGS_BASE) -lm -lcrypto -o $@
 
+# The benchmark's in-process baseline handler, built like the module.
+$(BENCH_MOD): bench/apps/mod_benchhello.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MOD_CPP) $(CFLAGS_BASE) -shared $< $(LDFLAGS_BASE) -o $@
+
 deps:
 	@scripts/deps.sh check
 
@@ -155,8 +162,10 @@ run: deps
 
 bench:
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory OPT=-O2 SANITIZE= $(BENCH_BIN)
+	@$(MAKE) --no-print-directory OPT=-O2 SANITIZE= $(BENCH_BIN) \
+		$(if $(BENCH_SH),$(BENCH_MOD) all)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@for s in $(BENCH_SH); do echo "== $$s"; $$s $(BUILD) || exit 1; done
 
 $(FUZZ_BUILD)/fuzz_config: tests/fuzz/fuzz_config.c slotproxy-backend/config.c \
 		slotproxy-backend/config.h $(COMMON_SRC) $(HEADERS)
