@@ -450,13 +450,20 @@ static int lock_try_steal(sp_pool_t *p, uint32_t w, uint32_t mine)
     return sp_cas(word, &expected, mine);
 }
 
+static int check_locked(sp_pool_t *p);
+
+/* We took the lock from a dead holder: rebuild what it may have left half
+ * changed, verify the result, then let the owner of the pool repair its
+ * own structures. */
 static void lock_taken_over(sp_pool_t *p, uint32_t w)
 {
     LADD(p->live->lock_steals, 1);
     int dropped = pool_relink_locked(p, 1);
+    int problems = check_locked(p);
     plog(p, "SPP0001: block pool lock taken over from dead thread %u; "
-            "lists rebuilt from the block records (%d records dropped)",
-         (unsigned)(w & ~SP_POOL_LOCK_WAITERS), dropped);
+            "lists rebuilt from the block records (%d records dropped, "
+            "check: %d problems)",
+         (unsigned)(w & ~SP_POOL_LOCK_WAITERS), dropped, problems);
     if (p->repair != NULL)
         p->repair(p->repair_arg, p);
 }
@@ -530,8 +537,7 @@ void sp_pool_unlock(sp_pool_t *p)
         sp_futex_wake(&p->live->lock, 1);
 }
 
-/* The internal lock: the uncontended case costs one CAS and no clock. */
-static int pool_lock(sp_pool_t *p)
+int sp_pool_lock_bounded(sp_pool_t *p)
 {
     uint32_t w = 0;
     sp_ident_t me = sp_pool_thread_self();
@@ -591,7 +597,7 @@ int sp_pool_self_owner(sp_pool_t *p, uint32_t *owner)
         return 0;
     }
     for (int attempt = 0;; attempt++) {
-        int rc = pool_lock(p);
+        int rc = sp_pool_lock_bounded(p);
         if (rc < 0)
             return rc;
         rc = sp_pool_self_owner_locked(p, owner);
@@ -683,14 +689,14 @@ int sp_pool_alloc(sp_pool_t *p, size_t size, uint64_t *off)
         return rc;
     if ((rc = sp_pool_self_owner(p, &owner)) < 0)
         return rc;
-    if ((rc = pool_lock(p)) < 0)
+    if ((rc = sp_pool_lock_bounded(p)) < 0)
         return rc;
     rc = alloc_order_locked(p, k, owner, off);
     if (rc == SP_ENOSPC) {
         /* Dead owners may hold what we need: sweep them, try once more. */
         sp_pool_unlock(p);
         int reaped = sp_pool_reap(p);
-        if ((rc = pool_lock(p)) < 0)
+        if ((rc = sp_pool_lock_bounded(p)) < 0)
             return rc;
         rc = reaped > 0 ? alloc_order_locked(p, k, owner, off) : SP_ENOSPC;
         if (rc == SP_ENOSPC)
@@ -794,7 +800,7 @@ static int pool_free_as(sp_pool_t *p, uint64_t off, int shared)
     int rc;
     if (!shared && (rc = sp_pool_self_owner(p, &owner)) < 0)
         return rc;
-    if ((rc = pool_lock(p)) < 0)
+    if ((rc = sp_pool_lock_bounded(p)) < 0)
         return rc;
     rc = sp_pool_free_locked(p, off, owner);
     sp_pool_unlock(p);
@@ -817,7 +823,7 @@ int sp_pool_share(sp_pool_t *p, uint64_t off)
     int rc = sp_pool_self_owner(p, &owner);
     if (rc < 0)
         return rc;
-    if ((rc = pool_lock(p)) < 0)
+    if ((rc = sp_pool_lock_bounded(p)) < 0)
         return rc;
     rc = sp_pool_give_locked(p, off, owner, SP_POOL_SHARED);
     sp_pool_unlock(p);
@@ -883,7 +889,7 @@ int sp_pool_reap(sp_pool_t *p)
                          .start = sp_load_relaxed(&p->owners[o].start)};
         if (sp_ident_alive(&id))
             continue;
-        int rc = pool_lock(p);
+        int rc = sp_pool_lock_bounded(p);
         if (rc < 0)
             return rc;
         if (p->owners[o].pid == pid && p->owners[o].start == id.start) {
@@ -1096,7 +1102,7 @@ static int check_locked(sp_pool_t *p)
 
 int sp_pool_check(sp_pool_t *p, int repair)
 {
-    int rc = pool_lock(p);
+    int rc = sp_pool_lock_bounded(p);
     if (rc < 0)
         return rc;
     LADD(p->live->checks, 1);
