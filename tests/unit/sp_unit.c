@@ -42,6 +42,7 @@ int main(void)
     srunner_add_suite(sr, suite_ring());
     srunner_add_suite(sr, suite_slots());
     srunner_add_suite(sr, suite_pool());
+    srunner_add_suite(sr, suite_sess());
     srunner_add_suite(sr, suite_frame());
     srunner_add_suite(sr, suite_head());
     srunner_add_suite(sr, suite_net());

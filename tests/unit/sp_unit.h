@@ -16,6 +16,7 @@ Suite *suite_mark(void);
 Suite *suite_ring(void);
 Suite *suite_slots(void);
 Suite *suite_pool(void);
+Suite *suite_sess(void);
 Suite *suite_frame(void);
 Suite *suite_head(void);
 Suite *suite_config(void);
