@@ -162,10 +162,11 @@ int main(int argc, char **argv)
         (void)sp_now_ns();
     double clk = (double)(sp_now_ns() - t0) / 1e6;
 
-    uint32_t *lat = shared((size_t)opt_pairs * (size_t)opt_procs *
-                           sizeof(uint32_t));
+    uint32_t *lat =
+        shared((size_t)opt_pairs * (size_t)opt_procs * sizeof(uint32_t));
     printf("block pool: allocate + free pair, %ld pairs per process, %ld "
-           "CPUs\n", opt_pairs, sysconf(_SC_NPROCESSORS_ONLN));
+           "CPUs\n",
+           opt_pairs, sysconf(_SC_NPROCESSORS_ONLN));
     printf("clock read: %.1f ns (included in every figure below)\n\n", clk);
     printf("%-22s %6s %10s %10s %10s %10s %12s\n", "row", "procs", "p50 ns",
            "p99 ns", "p99.9 ns", "mean ns", "pairs/s");
@@ -183,8 +184,8 @@ int main(int argc, char **argv)
     run_pairs(lat, opt_pairs, 0, 3);
     qsort(lat, (size_t)opt_pairs, sizeof(*lat), cmp_u32);
     printf("\ntarget: single-process pair p50 <= 200 ns: measured %u ns "
-           "(clock included): %s\n", lat[opt_pairs / 2],
-           lat[opt_pairs / 2] <= 200 ? "met" : "not met");
+           "(clock included): %s\n",
+           lat[opt_pairs / 2], lat[opt_pairs / 2] <= 200 ? "met" : "not met");
     sp_pool_stats_t st;
     sp_pool_stats(&pool, &st);
     printf("pool after the run: %llu allocs, %llu frees, %llu failed, free "

@@ -87,10 +87,10 @@
 #include "sp_seghdr-t.h"
 
 #define SP_POOL_VERSION 1
-#define SP_POOL_ORDERS 32        /* relative orders 0..31 */
-#define SP_POOL_NIL 0xffffffffu  /* "no block" in lists */
-#define SP_POOL_SHARED 0u        /* owner record of shared blocks */
-#define SP_POOL_PID_SHARED (-2)  /* pid stamped in the shared record */
+#define SP_POOL_ORDERS 32       /* relative orders 0..31 */
+#define SP_POOL_NIL 0xffffffffu /* "no block" in lists */
+#define SP_POOL_SHARED 0u       /* owner record of shared blocks */
+#define SP_POOL_PID_SHARED (-2) /* pid stamped in the shared record */
 #define SP_POOL_LOCK_WAITERS 0x80000000u
 
 #define SP_POOL_OWNF_PERSISTENT 1u /* never reaped (the shared record) */

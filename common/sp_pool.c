@@ -94,7 +94,8 @@ sp_ident_t sp_pool_process_self(void)
     if (pid == 0) {
         pthread_once(&g_once, pool_once);
         pid = getpid();
-        __atomic_store_n(&g_pid_start, sp_proc_starttime(pid), __ATOMIC_RELAXED);
+        __atomic_store_n(&g_pid_start, sp_proc_starttime(pid),
+                         __ATOMIC_RELAXED);
         __atomic_store_n(&g_pid, pid, __ATOMIC_RELEASE);
     }
     sp_ident_t id = {.pid = pid,
@@ -252,8 +253,8 @@ static void fill_gap(sp_pool_t *p, uint32_t a, uint32_t b)
 {
     while (a < b) {
         unsigned k = p->max_order;
-        while (k > 0 && (((a & ((1u << k) - 1)) != 0) ||
-                         (uint64_t)a + (1u << k) > b))
+        while (k > 0 &&
+               (((a & ((1u << k) - 1)) != 0) || (uint64_t)a + (1u << k) > b))
             k--;
         sp_pool_meta_t *m = &p->meta[a];
         m->state = SP_POOL_BLK_FREE;
@@ -346,8 +347,8 @@ static void pool_hdr_fill(sp_pool_hdr_t *h, const pool_geom_t *g,
 }
 
 int sp_pool_restamp(void *admin, size_t admin_size, uint64_t data_size,
-                    unsigned min_shift, unsigned max_order,
-                    unsigned max_owners, uint64_t generation)
+                    unsigned min_shift, unsigned max_order, unsigned max_owners,
+                    uint64_t generation)
 {
     pool_geom_t g;
     if (generation == 0 ||
@@ -404,7 +405,8 @@ int sp_pool_attach(sp_pool_t *p, void *admin, size_t admin_size, void *data,
     pool_geom_t g;
     if (pool_geometry(h->data_size, h->min_shift, h->max_order, h->max_owners,
                       &g) < 0 ||
-        g.nblocks != h->nblocks || (g.nblocks << h->min_shift) != h->data_size ||
+        g.nblocks != h->nblocks ||
+        (g.nblocks << h->min_shift) != h->data_size ||
         h->data_size > data_size || g.total != h->seg.total_size ||
         g.meta_off != h->meta_off || h->owners_off != SP_POOL_OWNERS_OFF)
         return SP_EINVAL;
@@ -460,9 +462,10 @@ static void lock_taken_over(sp_pool_t *p, uint32_t w)
     LADD(p->live->lock_steals, 1);
     int dropped = pool_relink_locked(p, 1);
     int problems = check_locked(p);
-    plog(p, "SPP0001: block pool lock taken over from dead thread %u; "
-            "lists rebuilt from the block records (%d records dropped, "
-            "check: %d problems)",
+    plog(p,
+         "SPP0001: block pool lock taken over from dead thread %u; "
+         "lists rebuilt from the block records (%d records dropped, "
+         "check: %d problems)",
          (unsigned)(w & ~SP_POOL_LOCK_WAITERS), dropped, problems);
     if (p->repair != NULL)
         p->repair(p->repair_arg, p);
@@ -776,8 +779,7 @@ int sp_pool_free_locked(sp_pool_t *p, uint64_t off, uint32_t owner)
     return 0;
 }
 
-int sp_pool_give_locked(sp_pool_t *p, uint64_t off, uint32_t from,
-                        uint32_t to)
+int sp_pool_give_locked(sp_pool_t *p, uint64_t off, uint32_t from, uint32_t to)
 {
     ASSERT_LOCKED(p);
     uint32_t i;
@@ -906,8 +908,7 @@ int sp_pool_reap(sp_pool_t *p)
 
 /* ---- shared blocks ---- */
 
-long sp_pool_sweep_shared_locked(sp_pool_t *p, sp_pool_keep_fn keep,
-                                 void *arg)
+long sp_pool_sweep_shared_locked(sp_pool_t *p, sp_pool_keep_fn keep, void *arg)
 {
     ASSERT_LOCKED(p);
     long freed = 0;
@@ -992,14 +993,16 @@ static int check_locked(sp_pool_t *p)
             k > p->max_order || (i & ((1u << k) - 1)) != 0 ||
             (uint64_t)i + (1u << k) > n) {
             PROBLEM("SPP0003: pool check: no valid block head at min-block "
-                    "%u (state %u order %u)", i, m->state, k);
+                    "%u (state %u order %u)",
+                    i, m->state, k);
             i++;
             continue;
         }
         for (uint32_t j = i + 1; j < i + (1u << k); j++) {
             if (p->meta[j].state != SP_POOL_BLK_NONE) {
                 PROBLEM("SPP0004: pool check: head at %u inside the block "
-                        "at %u", j, i);
+                        "at %u",
+                        j, i);
                 break;
             }
         }
@@ -1010,12 +1013,14 @@ static int check_locked(sp_pool_t *p)
             if (k < p->max_order && (uint64_t)b + (1u << k) <= n &&
                 p->meta[b].state == SP_POOL_BLK_FREE && p->meta[b].order == k)
                 PROBLEM("SPP0005: pool check: free buddies %u and %u of "
-                        "order %u not merged", i, b, k);
+                        "order %u not merged",
+                        i, b, k);
         } else {
             cnt_used[k]++;
             if (!owner_in_use(p, m->owner))
                 PROBLEM("SPP0006: pool check: block %u held by unused owner "
-                        "record %u", i, m->owner);
+                        "record %u",
+                        i, m->owner);
         }
         i += 1u << k;
     }
@@ -1041,7 +1046,8 @@ static int check_locked(sp_pool_t *p)
         if (count != cnt_free[k] || count != l->nfree[k] ||
             ((l->free_mask >> k) & 1u) != (count != 0))
             PROBLEM("SPP0009: pool check: order %u: %u free blocks, list %u, "
-                    "count %u", k, cnt_free[k], count, l->nfree[k]);
+                    "count %u",
+                    k, cnt_free[k], count, l->nfree[k]);
         if (l->nused[k] != cnt_used[k])
             PROBLEM("SPP0010: pool check: order %u: %u used blocks, count %u",
                     k, cnt_used[k], l->nused[k]);
@@ -1058,7 +1064,8 @@ static int check_locked(sp_pool_t *p)
         if (r->pid == 0) {
             if (r->head != NIL)
                 PROBLEM("SPP0012: pool check: free owner record %u has "
-                        "blocks", o);
+                        "blocks",
+                        o);
             continue;
         }
         owners_used++;
@@ -1072,8 +1079,8 @@ static int check_locked(sp_pool_t *p)
             const sp_pool_meta_t *m = &p->meta[x];
             if (m->state != SP_POOL_BLK_USED || m->owner != o ||
                 m->prev != prev) {
-                PROBLEM("SPP0014: pool check: bad node %u on owner %u list",
-                        x, o);
+                PROBLEM("SPP0014: pool check: bad node %u on owner %u list", x,
+                        o);
                 break;
             }
             units += 1u << m->order;
@@ -1083,7 +1090,8 @@ static int check_locked(sp_pool_t *p)
         }
         if (count != r->nblocks || units != r->nunits)
             PROBLEM("SPP0015: pool check: owner %u holds %llu blocks, "
-                    "count %llu", o, (unsigned long long)count,
+                    "count %llu",
+                    o, (unsigned long long)count,
                     (unsigned long long)r->nblocks);
         total_used += count;
     }
@@ -1092,8 +1100,7 @@ static int check_locked(sp_pool_t *p)
         heads_used += cnt_used[k];
     if (total_used != heads_used)
         PROBLEM("SPP0016: pool check: %llu used blocks, %llu on owner lists",
-                (unsigned long long)heads_used,
-                (unsigned long long)total_used);
+                (unsigned long long)heads_used, (unsigned long long)total_used);
     if (owners_used != l->owners_used)
         PROBLEM("SPP0017: pool check: %u owner records in use, count %u",
                 owners_used, l->owners_used);
@@ -1109,9 +1116,10 @@ int sp_pool_check(sp_pool_t *p, int repair)
     int problems = check_locked(p);
     if (problems > 0 && repair) {
         int dropped = pool_relink_locked(p, 1);
-        plog(p, "SPP0018: block pool repaired: %d problem(s), lists rebuilt "
-                "from the block records (%d records dropped)", problems,
-             dropped);
+        plog(p,
+             "SPP0018: block pool repaired: %d problem(s), lists rebuilt "
+             "from the block records (%d records dropped)",
+             problems, dropped);
     }
     sp_pool_unlock(p);
     return problems;

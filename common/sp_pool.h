@@ -80,7 +80,7 @@ struct sp_pool {
     uint32_t max_owners;
     unsigned min_shift;
     unsigned max_order;
-    int32_t self_pid;    /* process whose record self_owner is (fork-safe) */
+    int32_t self_pid; /* process whose record self_owner is (fork-safe) */
     uint32_t self_owner;
     int64_t lock_timeout_ns;
     sp_pool_log_fn log;
@@ -90,8 +90,8 @@ struct sp_pool {
 };
 
 typedef struct sp_pool_stats {
-    uint64_t data_bytes;    /* managed bytes */
-    uint64_t min_block;     /* bytes */
+    uint64_t data_bytes; /* managed bytes */
+    uint64_t min_block;  /* bytes */
     uint64_t max_block;
     uint64_t free_bytes;
     uint64_t used_bytes;
@@ -100,7 +100,7 @@ typedef struct sp_pool_stats {
     uint32_t norders;       /* entries used in the arrays below */
     uint32_t nused[SP_POOL_ORDERS];
     uint32_t nfree[SP_POOL_ORDERS];
-    uint32_t owners;        /* owner records in use (shared included) */
+    uint32_t owners; /* owner records in use (shared included) */
     uint64_t allocs, frees, failed_allocs, bad_frees;
     uint64_t reaped_blocks, reaped_owners, shares, lock_steals, repairs;
 } sp_pool_stats_t;
@@ -133,8 +133,8 @@ int sp_pool_attach(sp_pool_t *p, void *admin, size_t admin_size, void *data,
  * allocator state as it is (follow with sp_pool_attach() and
  * sp_pool_check(p, 1)).  Same arguments as sp_pool_format(). */
 int sp_pool_restamp(void *admin, size_t admin_size, uint64_t data_size,
-                    unsigned min_shift, unsigned max_order,
-                    unsigned max_owners, uint64_t generation);
+                    unsigned min_shift, unsigned max_order, unsigned max_owners,
+                    uint64_t generation);
 
 static inline void *sp_pool_ptr(const sp_pool_t *p, uint64_t off)
 {
@@ -196,8 +196,7 @@ int sp_pool_alloc_locked(sp_pool_t *p, size_t size, uint32_t owner,
 /* Free a block held by owner (errors: see top). */
 int sp_pool_free_locked(sp_pool_t *p, uint64_t off, uint32_t owner);
 /* Move a block from owner `from` to owner `to`. */
-int sp_pool_give_locked(sp_pool_t *p, uint64_t off, uint32_t from,
-                        uint32_t to);
+int sp_pool_give_locked(sp_pool_t *p, uint64_t off, uint32_t from, uint32_t to);
 
 /* What the admin region says about the block at off: 0 and its state,
  * order and owner if off is a block head, SP_EINVAL if not. */
@@ -207,8 +206,7 @@ int sp_pool_block_locked(const sp_pool_t *p, uint64_t off, unsigned *state,
 /* Free every shared block for which keep(arg, off, order) returns 0.
  * Returns how many were freed. */
 typedef int (*sp_pool_keep_fn)(void *arg, uint64_t off, unsigned order);
-long sp_pool_sweep_shared_locked(sp_pool_t *p, sp_pool_keep_fn keep,
-                                 void *arg);
+long sp_pool_sweep_shared_locked(sp_pool_t *p, sp_pool_keep_fn keep, void *arg);
 
 /* Rebuild from an outside description (the session store on open, when
  * no other process uses the pool): begin forgets every block and owner,

@@ -100,26 +100,30 @@ START_TEST(pool_geometry_refusals)
     make_pool(1 << 16, 6, 6, 8);
     sp_pool_t p2;
     ck_assert_int_eq(sp_pool_format(&p2, admin_mem, admin_size, data_mem,
-                                    data_size, 6, 6, 8, 0), SP_EINVAL);
-    ck_assert_int_eq(sp_pool_format(&p2, admin_mem, admin_size - 64,
-                                    data_mem, data_size, 6, 6, 8, GEN),
+                                    data_size, 6, 6, 8, 0),
                      SP_EINVAL);
-    ck_assert_int_eq(sp_pool_attach(&p2, admin_mem, admin_size, data_mem,
-                                    data_size), 0);
+    ck_assert_int_eq(sp_pool_format(&p2, admin_mem, admin_size - 64, data_mem,
+                                    data_size, 6, 6, 8, GEN),
+                     SP_EINVAL);
+    ck_assert_int_eq(
+        sp_pool_attach(&p2, admin_mem, admin_size, data_mem, data_size), 0);
     ck_assert_uint_eq(p2.nblocks, 1024);
     /* A smaller data area than the header says is refused. */
-    ck_assert_int_eq(sp_pool_attach(&p2, admin_mem, admin_size, data_mem,
-                                    data_size / 2), SP_EINVAL);
+    ck_assert_int_eq(
+        sp_pool_attach(&p2, admin_mem, admin_size, data_mem, data_size / 2),
+        SP_EINVAL);
     ck_assert_int_eq(sp_pool_attach(&p2, admin_mem, 64, data_mem, data_size),
                      SP_EMSGSIZE);
     sp_pool_hdr_t *h = admin_mem;
     h->nblocks++;
-    ck_assert_int_eq(sp_pool_attach(&p2, admin_mem, admin_size, data_mem,
-                                    data_size), SP_ECHECKSUM);
+    ck_assert_int_eq(
+        sp_pool_attach(&p2, admin_mem, admin_size, data_mem, data_size),
+        SP_ECHECKSUM);
     h->nblocks--;
     h->seg.magic ^= 1;
-    ck_assert_int_eq(sp_pool_attach(&p2, admin_mem, admin_size, data_mem,
-                                    data_size), SP_EBADMAGIC);
+    ck_assert_int_eq(
+        sp_pool_attach(&p2, admin_mem, admin_size, data_mem, data_size),
+        SP_EBADMAGIC);
     h->seg.magic ^= 1;
     ck_assert_int_eq(sp_pool_check(&pool, 0), 0);
     drop_pool();
@@ -338,8 +342,7 @@ START_TEST(pool_many_processes)
     for (int i = 0; i < NPROC; i++) {
         pids[i] = fork();
         if (pids[i] == 0)
-            _exit(churn(OPS, 100, (unsigned)(i + 1),
-                        (uint64_t)(i + 1) << 24));
+            _exit(churn(OPS, 100, (unsigned)(i + 1), (uint64_t)(i + 1) << 24));
     }
     for (int i = 0; i < NPROC; i++)
         sp_test_wait_ok(pids[i]);
@@ -435,8 +438,10 @@ START_TEST(pool_kill_mid_churn)
     sp_pool_stats_t st;
     sp_pool_stats(&pool, &st);
     ck_assert_uint_eq(st.lock_steals, (uint64_t)held);
-    fprintf(stderr, "pool_kill_mid_churn: %d of %d kills hit the lock "
-                    "holder\n", held, ROUNDS);
+    fprintf(stderr,
+            "pool_kill_mid_churn: %d of %d kills hit the lock "
+            "holder\n",
+            held, ROUNDS);
     drop_pool();
 }
 END_TEST
@@ -488,8 +493,7 @@ START_TEST(pool_lock_holder_killed)
         char c;
         ck_assert_int_eq(read(fds[0], &c, 1), 1);
         /* Alive and holding: a bounded wait times out, a try fails. */
-        ck_assert_int_eq(sp_pool_lock(&pool, sp_deadline_ms(30)),
-                         SP_ETIMEDOUT);
+        ck_assert_int_eq(sp_pool_lock(&pool, sp_deadline_ms(30)), SP_ETIMEDOUT);
         ck_assert_int_eq(sp_pool_lock(&pool, 0), SP_EAGAIN);
         ck_assert_int_eq(kill(pid, SIGKILL), 0);
         ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
@@ -522,7 +526,8 @@ START_TEST(pool_scribbled_data)
     static uint64_t offs[2048];
     int n = 0;
     uint64_t o;
-    while (n < 2048 && sp_pool_alloc(&pool, 1 + (size_t)(n * 37 % 9000), &o) == 0)
+    while (n < 2048 &&
+           sp_pool_alloc(&pool, 1 + (size_t)(n * 37 % 9000), &o) == 0)
         offs[n++] = o;
     for (int i = 0; i < n; i += 3) {
         ck_assert_int_eq(sp_pool_free(&pool, offs[i]), 0);
@@ -556,11 +561,11 @@ START_TEST(pool_over_mapped_file)
     size_t asz = sp_pool_admin_bytes(1 << 16, 6, 6, 8);
     size_t total = asz + (1 << 16);
     ck_assert_int_eq(ftruncate(fd, (off_t)total), 0);
-    unsigned char *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED,
-                            fd, 0);
+    unsigned char *m =
+        mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ck_assert_ptr_ne(m, MAP_FAILED);
-    ck_assert_int_eq(sp_pool_format(&pool, m, asz, m + asz, 1 << 16, 6, 6, 8,
-                                    GEN), 0);
+    ck_assert_int_eq(
+        sp_pool_format(&pool, m, asz, m + asz, 1 << 16, 6, 6, 8, GEN), 0);
     uint64_t a;
     ck_assert_int_eq(sp_pool_alloc(&pool, 1000, &a), 0);
     memcpy(sp_pool_ptr(&pool, a), "parent", 7);
@@ -570,8 +575,8 @@ START_TEST(pool_over_mapped_file)
     pid_t pid = fork();
     if (pid == 0) {
         /* A second mapping at another address. */
-        unsigned char *m2 = mmap(NULL, total, PROT_READ | PROT_WRITE,
-                                 MAP_SHARED, fd, 0);
+        unsigned char *m2 =
+            mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         sp_pool_t p2;
         uint64_t b;
         if (m2 == MAP_FAILED || m2 == m ||
