@@ -30,9 +30,10 @@
  * the Redis rows the single-threaded server as well.  The machine may be
  * shared with other work too, so the three variants of one row run back
  * to back (same conditions), every row runs in each of -p passes, and the
- * best figure of each is printed (the spread is printed beside it).  A benchmark prints
- * figures and never asserts (STYLE.md); the issue's target is slotproxy
- * ops/s >= 10x Redis' (one request at a time), printed as met / not met.
+ * best figure of each is printed (the spread is printed beside it).  A
+ * benchmark prints figures and never asserts (STYLE.md); the issue's target is
+ * slotproxy ops/s >= 10x Redis' (one request at a time), printed as met / not
+ * met.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -433,8 +434,7 @@ static int redis_start(void)
         }
         execlp(bin, bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", tmpdir, "--daemonize", "no",
-               "--protected-mode", "no", "--loglevel", "warning",
-               (char *)NULL);
+               "--protected-mode", "no", "--loglevel", "warning", (char *)NULL);
         _exit(127);
     }
     resp_t *c = calloc(1, sizeof(*c));
@@ -482,11 +482,21 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt(argc, argv, "t:n:v:d:p:")) != -1) {
         switch (opt) {
-        case 't': opt_secs = atof(optarg); break;
-        case 'p': opt_passes = atoi(optarg); break;
-        case 'n': opt_nsess = atoi(optarg); break;
-        case 'v': opt_vsize = atoi(optarg); break;
-        case 'd': opt_depth = atoi(optarg); break;
+        case 't':
+            opt_secs = atof(optarg);
+            break;
+        case 'p':
+            opt_passes = atoi(optarg);
+            break;
+        case 'n':
+            opt_nsess = atoi(optarg);
+            break;
+        case 'v':
+            opt_vsize = atoi(optarg);
+            break;
+        case 'd':
+            opt_depth = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: bench_sess [-t secs] [-n sessions] "
                             "[-v bytes] [-d depth] [-p passes]\n");
@@ -511,9 +521,9 @@ int main(int argc, char **argv)
     sp_sess_conf_t conf;
     memset(&conf, 0, sizeof(conf));
     conf.max_sessions = (uint32_t)opt_nsess * 2;
-    conf.data_bytes = (uint64_t)opt_nsess * 2 *
-                      (uint64_t)(opt_vsize + 48 > 4096 ? 2 * (opt_vsize + 48)
-                                                       : 4096);
+    conf.data_bytes =
+        (uint64_t)opt_nsess * 2 *
+        (uint64_t)(opt_vsize + 48 > 4096 ? 2 * (opt_vsize + 48) : 4096);
     conf.max_value = (uint32_t)opt_vsize;
     conf.create = 1;
     if (sp_sess_open(&store, path, &conf, NULL, NULL) != 0)
@@ -584,16 +594,17 @@ int main(int argc, char **argv)
             double ratio = ours / r1;
             if (ratio < 10)
                 met = 0;
-            printf("%-4s %5d %14.0f %14.0f %7.1fx %18.0f %7.1fx   %.0f / %.0f\n",
-                   op == 0 ? "get" : "put", procs[i], ours, r1, ratio, rp,
-                   ours / rp, worst[op][i][0], worst[op][i][1]);
+            printf(
+                "%-4s %5d %14.0f %14.0f %7.1fx %18.0f %7.1fx   %.0f / %.0f\n",
+                op == 0 ? "get" : "put", procs[i], ours, r1, ratio, rp,
+                ours / rp, worst[op][i][0], worst[op][i][1]);
         }
     }
     if (have_redis)
         printf("\nredis piped: %d requests in flight per connection.\n"
                "target: slotproxy ops/s >= 10x Redis (one request at a "
-               "time) in every row: %s\n", opt_depth,
-               met ? "met" : "not met");
+               "time) in every row: %s\n",
+               opt_depth, met ? "met" : "not met");
     else
         printf("\nredis-server not found in PATH: Redis rows skipped "
                "(scripts/deps.sh bench installs it)\n");

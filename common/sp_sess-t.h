@@ -112,9 +112,9 @@ typedef struct sp_sess_hdr {
 /* Counters: shared by every process, relaxed (statistics only).  Hot ones
  * (gets, puts) are added in batches from each handle. */
 typedef struct sp_sess_live {
-    uint64_t nlive;       /* sessions in the index (changed under the lock) */
+    uint64_t nlive; /* sessions in the index (changed under the lock) */
     uint64_t opens;
-    uint64_t recoveries;  /* opens that rebuilt the allocator (alone) */
+    uint64_t recoveries; /* opens that rebuilt the allocator (alone) */
     int64_t last_sweep_ns;
     uint64_t creates;
     uint64_t gets;
@@ -165,8 +165,7 @@ _Static_assert(offsetof(sp_sess_hdr_t, admin_size) == 80, "sess hdr layout");
 _Static_assert(offsetof(sp_sess_hdr_t, data_off) == 88, "sess hdr layout");
 _Static_assert(offsetof(sp_sess_hdr_t, data_size) == 96, "sess hdr layout");
 _Static_assert(offsetof(sp_sess_hdr_t, reserved) == 104, "sess hdr layout");
-_Static_assert(sizeof(sp_sess_live_t) ==
-                   SP_SESS_INDEX_OFF - SP_SESS_LIVE_OFF,
+_Static_assert(sizeof(sp_sess_live_t) == SP_SESS_INDEX_OFF - SP_SESS_LIVE_OFF,
                "sess live layout");
 _Static_assert(offsetof(sp_sess_entry_t, id) == 8, "sess entry layout");
 _Static_assert(offsetof(sp_sess_entry_t, expires) == 24, "sess entry layout");
@@ -180,8 +179,7 @@ _Static_assert(offsetof(sp_sess_rec_t, crc) == 4, "sess record layout");
 _Static_assert(offsetof(sp_sess_rec_t, length) == 8, "sess record layout");
 _Static_assert(offsetof(sp_sess_rec_t, id) == 16, "sess record layout");
 _Static_assert(offsetof(sp_sess_rec_t, version) == 32, "sess record layout");
-_Static_assert(offsetof(sp_sess_rec_t, written_ns) == 40,
-               "sess record layout");
+_Static_assert(offsetof(sp_sess_rec_t, written_ns) == 40, "sess record layout");
 _Static_assert(sizeof(sp_sess_rec_t) == SP_SESS_REC_HDR, "sess record layout");
 
 #endif /* SP_SESS_T_H */

@@ -121,10 +121,10 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 
 /* Hex digit values + 1 (0: not a hex digit). */
 static const uint8_t hexval[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
-    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
-    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
-    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
+    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
 /* Exactly 32 hex digits, then NUL.  The id comes from outside (a cookie):
@@ -196,9 +196,8 @@ static unsigned ref_order(uint64_t r)
  * every get and put is most of their cost.  (sp_crc.c is deliberately
  * table-only; this could move there.) */
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc,
-                                                         const void *buf,
-                                                         size_t len)
+__attribute__((target("sse4.2"))) static uint32_t
+crc_hw(uint32_t crc, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
     uint64_t c = ~crc & 0xffffffffu;
@@ -287,9 +286,9 @@ static int geom_compute(uint32_t nentries, uint32_t max_value,
     g->data_size = data_size;
     g->nblocks = (uint32_t)(data_size >> min_shift);
     g->index_off = SP_SESS_INDEX_OFF;
-    g->admin_off = align_up(g->index_off + (uint64_t)nentries *
-                                               sizeof(sp_sess_entry_t),
-                            SP_CACHELINE);
+    g->admin_off =
+        align_up(g->index_off + (uint64_t)nentries * sizeof(sp_sess_entry_t),
+                 SP_CACHELINE);
     g->admin_size = asz;
     g->data_off = align_up(g->admin_off + asz, 4096);
     g->total = g->data_off + data_size;
@@ -385,8 +384,8 @@ static void pool_hooks(sp_sess_t *s)
 static int sess_map(sp_sess_t *s, int fd, const sess_geom_t *g)
 {
     sess_unmap(s);
-    void *m = mmap(NULL, (size_t)g->total, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   fd, 0);
+    void *m =
+        mmap(NULL, (size_t)g->total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED)
         return SP_ESYS;
     s->base = m;
@@ -495,8 +494,10 @@ static void log_drop(const sp_sess_t *s, uint32_t slot, const uint8_t id[16],
 {
     char pfx[9];
     if ((*logged)++ < DROP_LOG_MAX)
-        slog(s, "SPS0010: session file %s: entry %u (session %s...) dropped: "
-                "%s", s->path, slot, id_prefix(id, pfx), why);
+        slog(s,
+             "SPS0010: session file %s: entry %u (session %s...) dropped: "
+             "%s",
+             s->path, slot, id_prefix(id, pfx), why);
 }
 
 /* Alone with a file of the configured geometry: keep every entry that
@@ -547,10 +548,10 @@ static void recover(sp_sess_t *s, const sess_geom_t *g)
             sp_sess_entry_t *o = &s->ent[j];
             if (j == i || o->ref == 0 || memcmp(o->id, e->id, 16) != 0)
                 continue;
-            uint32_t loser = (o->version > e->version ||
-                              (o->version == e->version && j < i))
-                                 ? i
-                                 : j;
+            uint32_t loser =
+                (o->version > e->version || (o->version == e->version && j < i))
+                    ? i
+                    : j;
             log_drop(s, loser, e->id, "duplicate id", &logged);
             dropped++;
             memset(&s->ent[loser], 0, sizeof(s->ent[loser]));
@@ -579,8 +580,9 @@ static void recover(sp_sess_t *s, const sess_geom_t *g)
     s->live->dropped_on_open += dropped;
     s->live->expired += expired;
     if (dropped > 0)
-        slog(s, "SPS0011: session file %s: %llu sessions recovered, %u "
-                "damaged entries dropped (%u listed above), %u expired",
+        slog(s,
+             "SPS0011: session file %s: %llu sessions recovered, %u "
+             "damaged entries dropped (%u listed above), %u expired",
              s->path, (unsigned long long)kept, dropped,
              logged < DROP_LOG_MAX ? logged : DROP_LOG_MAX, expired);
 }
@@ -639,9 +641,10 @@ static int busy_reclaim(sp_sess_t *s, sp_sess_entry_t *e, uint32_t w,
         sp_futex_wake(&e->busy, INT_MAX);
     sp_stat_add(&s->live->busy_reclaimed, 1);
     char pfx[9];
-    slog(s, "SPS0015: session store %s: session %s...: busy indicator of "
-            "dead thread %u released", s->path, id_prefix(e->id, pfx),
-         (unsigned)(w & ~W));
+    slog(s,
+         "SPS0015: session store %s: session %s...: busy indicator of "
+         "dead thread %u released",
+         s->path, id_prefix(e->id, pfx), (unsigned)(w & ~W));
     return 1;
 }
 
@@ -778,14 +781,15 @@ static void remove_locked(sp_sess_t *s, sp_sess_entry_t *e)
         return;
     sp_store_release(&e->ref, 0);
     sp_store_relaxed(&s->live->nlive, s->live->nlive - 1);
-    int rc = ref_sane(s, r) ? sp_pool_free_locked(&s->pool, ref_off(s, r),
-                                                  SP_POOL_SHARED)
-                            : SP_EINVAL;
+    int rc = ref_sane(s, r)
+                 ? sp_pool_free_locked(&s->pool, ref_off(s, r), SP_POOL_SHARED)
+                 : SP_EINVAL;
     if (rc < 0) {
         char pfx[9];
-        slog(s, "SPS0013: session store %s: session %s...: freeing its "
-                "value block failed (%s)", s->path, id_prefix(e->id, pfx),
-             sp_strerror(rc));
+        slog(s,
+             "SPS0013: session store %s: session %s...: freeing its "
+             "value block failed (%s)",
+             s->path, id_prefix(e->id, pfx), sp_strerror(rc));
     }
 }
 
@@ -994,21 +998,21 @@ static int publish(sp_sess_t *s, sp_sess_entry_t *e, uint64_t off,
     }
     uint64_t old = e->ref;
     /* The publication: pairs with the acquire loads of readers. */
-    sp_store_release(&e->ref,
-                     ref_make(off, order, version, s->pool.min_shift));
+    sp_store_release(&e->ref, ref_make(off, order, version, s->pool.min_shift));
     sp_store_relaxed(&e->version, version);
     if (expires != SP_SESS_KEEP_EXPIRY)
         sp_store_relaxed(&e->expires, expires);
     if (old != 0) {
-        int frc = ref_sane(s, old) ? sp_pool_free_locked(&s->pool,
-                                                         ref_off(s, old),
-                                                         SP_POOL_SHARED)
-                                   : SP_EINVAL;
+        int frc =
+            ref_sane(s, old)
+                ? sp_pool_free_locked(&s->pool, ref_off(s, old), SP_POOL_SHARED)
+                : SP_EINVAL;
         if (frc < 0) {
             char pfx[9];
-            slog(s, "SPS0013: session store %s: session %s...: freeing its "
-                    "old value block failed (%s)", s->path,
-                 id_prefix(e->id, pfx), sp_strerror(frc));
+            slog(s,
+                 "SPS0013: session store %s: session %s...: freeing its "
+                 "old value block failed (%s)",
+                 s->path, id_prefix(e->id, pfx), sp_strerror(frc));
         }
     }
     sp_pool_unlock(&s->pool);
@@ -1059,8 +1063,10 @@ static void drop_corrupt(sp_sess_t *s, sp_sess_entry_t *e, uint64_t r)
     int held = (sp_load_relaxed(&e->busy) & ~W) == (uint32_t)me.pid;
     char pfx[9];
     sp_stat_add(&s->live->checksum_errors, 1);
-    slog(s, "SPS0016: session store %s: session %s...: stored value failed "
-            "its checksum; session dropped", s->path, id_prefix(e->id, pfx));
+    slog(s,
+         "SPS0016: session store %s: session %s...: stored value failed "
+         "its checksum; session dropped",
+         s->path, id_prefix(e->id, pfx));
     if (!held && !busy_try(e, me))
         return; /* its holder or the next reader will drop it */
     if (store_lock(s) == 0) {
@@ -1098,8 +1104,9 @@ static void sess_repair(void *arg, sp_pool_t *p)
     struct mark_ctx c = {.bits = calloc(words, sizeof(uint64_t)),
                          .shift = p->min_shift};
     if (c.bits == NULL) {
-        slog(s, "SPS0014: session store %s: no memory to sweep after a dead "
-                "lock holder; unreferenced blocks stay until the next open",
+        slog(s,
+             "SPS0014: session store %s: no memory to sweep after a dead "
+             "lock holder; unreferenced blocks stay until the next open",
              s->path);
         return;
     }
@@ -1117,9 +1124,11 @@ static void sess_repair(void *arg, sp_pool_t *p)
             st != SP_POOL_BLK_USED || owner != SP_POOL_SHARED ||
             order != ref_order(r) || ((c.bits[blk / 64] >> (blk % 64)) & 1)) {
             char pfx[9];
-            slog(s, "SPS0017: session store %s: entry %u (session %s...) "
-                    "refers to a block the allocator does not hold for it; "
-                    "dropped", s->path, i, id_prefix(e->id, pfx));
+            slog(s,
+                 "SPS0017: session store %s: entry %u (session %s...) "
+                 "refers to a block the allocator does not hold for it; "
+                 "dropped",
+                 s->path, i, id_prefix(e->id, pfx));
             sp_store_release(&e->ref, 0);
             continue;
         }
@@ -1131,8 +1140,9 @@ static void sess_repair(void *arg, sp_pool_t *p)
     free(c.bits);
     if (freed > 0) {
         sp_stat_add(&s->live->swept_blocks, (uint64_t)freed);
-        slog(s, "SPS0012: session store %s: %ld unpublished value block(s) "
-                "of a process that died holding the store lock freed",
+        slog(s,
+             "SPS0012: session store %s: %ld unpublished value block(s) "
+             "of a process that died holding the store lock freed",
              s->path, freed);
     }
 }
@@ -1178,8 +1188,8 @@ static int migrate(sp_sess_t *s, int oldfd, uint64_t fsize,
                    const sess_geom_t *old, const sess_geom_t *want)
 {
     uint64_t maplen = fsize < old->total ? fsize : old->total;
-    const unsigned char *ob = mmap(NULL, (size_t)maplen, PROT_READ,
-                                   MAP_SHARED, oldfd, 0);
+    const unsigned char *ob =
+        mmap(NULL, (size_t)maplen, PROT_READ, MAP_SHARED, oldfd, 0);
     if (ob == MAP_FAILED)
         return SP_ESYS;
     char tmp[sizeof(s->path) + 16];
@@ -1209,7 +1219,8 @@ static int migrate(sp_sess_t *s, int oldfd, uint64_t fsize,
     int64_t now = sp_sess_now();
     unsigned moved = 0, dropped = 0, nofit = 0, logged = 0;
     for (uint32_t i = 0; i < old->nentries; i++) {
-        uint64_t eoff = old->index_off + ((uint64_t)i + 1) * sizeof(sp_sess_entry_t);
+        uint64_t eoff =
+            old->index_off + ((uint64_t)i + 1) * sizeof(sp_sess_entry_t);
         if (eoff > maplen)
             break;
         const sp_sess_entry_t *oe =
@@ -1237,13 +1248,14 @@ static int migrate(sp_sess_t *s, int oldfd, uint64_t fsize,
         goto fail;
     }
     s->live->dropped_on_open += dropped;
-    slog(s, "SPS0005: session file %s: rewritten for the configured sizes "
-            "(entries %u -> %u, data %llu -> %llu bytes, largest value %u -> "
-            "%u): %u sessions carried over, %u damaged, %u did not fit",
+    slog(s,
+         "SPS0005: session file %s: rewritten for the configured sizes "
+         "(entries %u -> %u, data %llu -> %llu bytes, largest value %u -> "
+         "%u): %u sessions carried over, %u damaged, %u did not fit",
          s->path, old->nentries, want->nentries,
          (unsigned long long)old->data_size,
-         (unsigned long long)want->data_size, old->max_value,
-         want->max_value, moved, dropped, nofit);
+         (unsigned long long)want->data_size, old->max_value, want->max_value,
+         moved, dropped, nofit);
     return 0;
 fail:
     if (ob != NULL)
@@ -1267,8 +1279,9 @@ static int attach_live(sp_sess_t *s, const sess_geom_t *g)
     }
     /* Other processes work on this allocator: keep its state, rewrite its
      * header, check and repair the lists. */
-    slog(s, "SPS0007: session file %s: allocator header unusable (%s) while "
-            "the file is in use; header rewritten, allocator checked",
+    slog(s,
+         "SPS0007: session file %s: allocator header unusable (%s) while "
+         "the file is in use; header rewritten, allocator checked",
          s->path, sp_strerror(rc));
     rc = sp_pool_restamp(s->base + g->admin_off, g->admin_size, g->data_size,
                          g->min_shift, g->max_order, g->max_owners,
@@ -1288,8 +1301,8 @@ static int attach_live(sp_sess_t *s, const sess_geom_t *g)
 
 /* With the gate held: verify, repair or create, and map.  Sets s->fd (a
  * new descriptor after a migration). */
-static int open_locked(sp_sess_t *s, int fd, const sess_geom_t *want,
-                       int alone, uint64_t fsize)
+static int open_locked(sp_sess_t *s, int fd, const sess_geom_t *want, int alone,
+                       uint64_t fsize)
 {
     sp_sess_hdr_t h;
     sess_geom_t have;
@@ -1303,25 +1316,32 @@ static int open_locked(sp_sess_t *s, int fd, const sess_geom_t *want,
     }
     if (why != NULL) {
         if (!alone) {
-            slog(s, "SPS0002: session file %s: %s, and other processes "
-                    "have it open: not opened", s->path, why);
+            slog(s,
+                 "SPS0002: session file %s: %s, and other processes "
+                 "have it open: not opened",
+                 s->path, why);
             return SP_ECHECKSUM;
         }
         if (fsize > 0)
-            slog(s, "SPS0003: session file %s: %s; recreated empty (all "
-                    "sessions lost)", s->path, why);
+            slog(s,
+                 "SPS0003: session file %s: %s; recreated empty (all "
+                 "sessions lost)",
+                 s->path, why);
         return format_fd(s, fd, want);
     }
     if (!geom_same(&have, want)) {
         if (alone)
             return migrate(s, fd, fsize, &have, want);
-        slog(s, "SPS0004: session file %s: sizes differ from the "
-                "configuration; the file's are used until no process has it "
-                "open", s->path);
+        slog(s,
+             "SPS0004: session file %s: sizes differ from the "
+             "configuration; the file's are used until no process has it "
+             "open",
+             s->path);
     }
     if (fsize < have.total) {
-        slog(s, "SPS0006: session file %s: truncated to %llu of %llu bytes; "
-                "extended (sessions whose data was cut off are dropped)",
+        slog(s,
+             "SPS0006: session file %s: truncated to %llu of %llu bytes; "
+             "extended (sessions whose data was cut off are dropped)",
              s->path, (unsigned long long)fsize,
              (unsigned long long)have.total);
         if (ftruncate(fd, (off_t)have.total) < 0)
@@ -1372,8 +1392,8 @@ int sp_sess_open(sp_sess_t *s, const char *path, const sp_sess_conf_t *conf,
     s->evict = c.evict != 0;
     s->rng = random_u64();
     for (int attempt = 0; attempt < 8; attempt++) {
-        int fd = open(path, O_RDWR | O_CLOEXEC | (c.create ? O_CREAT : 0),
-                      c.mode);
+        int fd =
+            open(path, O_RDWR | O_CLOEXEC | (c.create ? O_CREAT : 0), c.mode);
         if (fd < 0)
             return SP_ESYS;
         struct stat a, b;
@@ -1468,8 +1488,7 @@ int sp_sess_create(sp_sess_t *s, const void *val, size_t len,
             return SP_ENOSPC;
         }
         if ((rc = sp_pool_self_owner_locked(&s->pool, &me)) < 0 ||
-            (rc = sp_pool_give_locked(&s->pool, off, me, SP_POOL_SHARED)) <
-                0) {
+            (rc = sp_pool_give_locked(&s->pool, off, me, SP_POOL_SHARED)) < 0) {
             sp_pool_unlock(&s->pool);
             sp_pool_free(&s->pool, off);
             return rc;
@@ -1506,8 +1525,7 @@ int sp_sess_get(sp_sess_t *s, const char *idstr, void *buf, size_t cap,
         int rc = busy_wait_free(s, e, deadline_ns);
         if (rc < 0)
             return rc;
-        if (sp_load_relaxed(&e->expires) != 0 &&
-            expired_at(e, sp_sess_now())) {
+        if (sp_load_relaxed(&e->expires) != 0 && expired_at(e, sp_sess_now())) {
             /* Expired on access: remove it if we can have it now. */
             sp_ident_t me = sp_pool_thread_self();
             int held = (sp_load_relaxed(&e->busy) & ~W) == (uint32_t)me.pid;
@@ -1708,8 +1726,8 @@ void sp_sess_stats(const sp_sess_t *s, sp_sess_stats_t *st)
     st->recoveries = sp_load_relaxed(&l->recoveries);
     st->creates = sp_load_relaxed(&l->creates);
     st->gets = sp_load_relaxed(&l->gets) + sp_load_relaxed(&s->pend_gets);
-    st->get_misses = sp_load_relaxed(&l->get_misses) +
-                     sp_load_relaxed(&s->pend_misses);
+    st->get_misses =
+        sp_load_relaxed(&l->get_misses) + sp_load_relaxed(&s->pend_misses);
     st->puts = sp_load_relaxed(&l->puts) + sp_load_relaxed(&s->pend_puts);
     st->deletes = sp_load_relaxed(&l->deletes);
     st->touches = sp_load_relaxed(&l->touches);

@@ -48,7 +48,7 @@
 #include "sp_pool.h"
 #include "sp_sess-t.h"
 
-#define SP_SESS_ID_LEN 32            /* hex digits */
+#define SP_SESS_ID_LEN 32             /* hex digits */
 #define SP_SESS_KEEP_EXPIRY INT64_MIN /* put/touch: leave the expiry alone */
 
 typedef void (*sp_sess_log_fn)(void *arg, const char *msg);
@@ -84,8 +84,8 @@ typedef struct sp_sess {
     int evict;
     sp_sess_log_fn log;
     void *log_arg;
-    char path[256];   /* for log messages */
-    uint64_t rng;     /* eviction sampling */
+    char path[256];                             /* for log messages */
+    uint64_t rng;                               /* eviction sampling */
     uint64_t pend_gets, pend_misses, pend_puts; /* batched counters */
 } sp_sess_t;
 
@@ -100,17 +100,17 @@ typedef struct sp_sess_info {
     char id[SP_SESS_ID_LEN + 1];
     uint32_t length;
     uint64_t version;
-    int64_t expires_ns;  /* 0 = never */
+    int64_t expires_ns; /* 0 = never */
     int64_t written_ns;
-    int32_t busy_tid;    /* 0 = not held */
+    int32_t busy_tid; /* 0 = not held */
 } sp_sess_info_t;
 
 /* Return non-zero to stop. */
 typedef int (*sp_sess_iter_fn)(void *arg, const sp_sess_info_t *info);
 
 typedef struct sp_sess_stats {
-    uint32_t entries;      /* index capacity */
-    uint64_t live;         /* sessions stored */
+    uint32_t entries; /* index capacity */
+    uint64_t live;    /* sessions stored */
     uint32_t max_value;
     uint64_t opens, recoveries, creates, gets, get_misses, puts, deletes,
         touches, expired, evicted, enospc, busy_waits, busy_timeouts,

@@ -70,7 +70,7 @@ static void check_log(void *arg, const char *msg)
 #define MUST(cond)                                                             \
     do {                                                                       \
         if (!(cond)) {                                                         \
-            fprintf(stderr, "fuzz_sess: %s failed at line %d\n", #cond,       \
+            fprintf(stderr, "fuzz_sess: %s failed at line %d\n", #cond,        \
                     __LINE__);                                                 \
             abort();                                                           \
         }                                                                      \
@@ -175,8 +175,8 @@ static void add(int n, size_t len, int64_t expires)
         memset(v, 'a' + i, len);
         if (sp_sess_create(&s, v, len, expires, id) != 0)
             exit(2);
-        if (i % 2 == 0 && expires == 0 && sp_sess_put(&s, id, v, len / 2 + 1,
-                                      SP_SESS_KEEP_EXPIRY, 0) != 0)
+        if (i % 2 == 0 && expires == 0 &&
+            sp_sess_put(&s, id, v, len / 2 + 1, SP_SESS_KEEP_EXPIRY, 0) != 0)
             exit(3);
     }
 }

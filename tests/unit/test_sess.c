@@ -131,8 +131,8 @@ START_TEST(sess_basic)
     ck_assert_int_eq(sp_sess_get(&st, id, buf, 3, &len, 0), SP_EMSGSIZE);
     ck_assert_uint_eq(len, 5);
     /* Copy-on-write update, then an empty value. */
-    ck_assert_int_eq(sp_sess_put(&st, id, "world!", 6, SP_SESS_KEEP_EXPIRY,
-                                 0), 0);
+    ck_assert_int_eq(sp_sess_put(&st, id, "world!", 6, SP_SESS_KEEP_EXPIRY, 0),
+                     0);
     ck_assert_int_eq(sp_sess_get(&st, id, buf, sizeof(buf), &len, 0), 0);
     ck_assert_uint_eq(len, 6);
     ck_assert_int_eq(memcmp(buf, "world!", 6), 0);
@@ -141,13 +141,15 @@ START_TEST(sess_basic)
     ck_assert_uint_eq(len, 0);
     /* Refusals. */
     ck_assert_int_eq(sp_sess_get(&st, "abc", buf, 10, &len, 0), SP_EINVAL);
-    ck_assert_int_eq(sp_sess_get(&st, "0123456789abcdef0123456789abcdeg",
-                                 buf, 10, &len, 0), SP_EINVAL);
+    ck_assert_int_eq(
+        sp_sess_get(&st, "0123456789abcdef0123456789abcdeg", buf, 10, &len, 0),
+        SP_EINVAL);
     char longer[40];
     snprintf(longer, sizeof(longer), "%s0", id);
     ck_assert_int_eq(sp_sess_get(&st, longer, buf, 10, &len, 0), SP_EINVAL);
-    ck_assert_int_eq(sp_sess_get(&st, "0123456789abcdef0123456789abcdef",
-                                 buf, 10, &len, 0), SP_EUNKNOWN);
+    ck_assert_int_eq(
+        sp_sess_get(&st, "0123456789abcdef0123456789abcdef", buf, 10, &len, 0),
+        SP_EUNKNOWN);
     static char big[4097];
     ck_assert_int_eq(sp_sess_create(&st, big, 4097, 0, id), SP_EMSGSIZE);
     ck_assert_int_eq(sp_sess_put(&st, id, big, 4097, 0, 0), SP_EMSGSIZE);
@@ -201,8 +203,9 @@ START_TEST(sess_persist_and_iterate)
     /* Version 2 for the first half. */
     for (int i = 0; i < N / 2; i++) {
         int n = snprintf(val, sizeof(val), "value %d v2", i);
-        ck_assert_int_eq(sp_sess_put(&st, ids[i], val, (size_t)n,
-                                     SP_SESS_KEEP_EXPIRY, 0), 0);
+        ck_assert_int_eq(
+            sp_sess_put(&st, ids[i], val, (size_t)n, SP_SESS_KEEP_EXPIRY, 0),
+            0);
     }
     struct iter_acc a = {0};
     ck_assert_int_eq(sp_sess_iterate(&st, on_iter, &a), 0);
@@ -220,8 +223,7 @@ START_TEST(sess_persist_and_iterate)
     for (int i = 0; i < N; i++) {
         char buf[64], want[64];
         size_t len;
-        snprintf(want, sizeof(want), i < N / 2 ? "value %d v2" : "value %d",
-                 i);
+        snprintf(want, sizeof(want), i < N / 2 ? "value %d v2" : "value %d", i);
         ck_assert_int_eq(sp_sess_get(&st, ids[i], buf, sizeof(buf), &len, 0),
                          0);
         ck_assert_uint_eq(len, strlen(want));
@@ -406,11 +408,10 @@ START_TEST(sess_busy_threads)
     while (sp_load_acquire(&a.step) != 1)
         usleep(1000);
     ck_assert_int_eq(a.rc, 0);
-    ck_assert_int_eq(sp_sess_get(&st, id, buf, sizeof(buf), &len, 0),
-                     SP_EBUSY);
+    ck_assert_int_eq(sp_sess_get(&st, id, buf, sizeof(buf), &len, 0), SP_EBUSY);
     sp_store_release(&a.step, 2);
-    ck_assert_int_eq(sp_sess_get(&st, id, buf, sizeof(buf), &len,
-                                 sp_deadline_ms(5000)), 0);
+    ck_assert_int_eq(
+        sp_sess_get(&st, id, buf, sizeof(buf), &len, sp_deadline_ms(5000)), 0);
     ck_assert_int_eq(pthread_join(t, NULL), 0);
     ck_assert_int_eq(a.rc, 0);
     sp_sess_close(&st);
@@ -449,8 +450,7 @@ START_TEST(sess_busy_holder_killed)
     ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
     /* A waiter with a deadline finds the holder dead. */
     int64_t t0 = sp_now_ns();
-    ck_assert_int_eq(sp_sess_acquire(&st, id[0], sp_deadline_ms(5000), &h),
-                     0);
+    ck_assert_int_eq(sp_sess_acquire(&st, id[0], sp_deadline_ms(5000), &h), 0);
     ck_assert_int_lt(sp_now_ns() - t0, 1000 * SP_NSEC_PER_MSEC);
     ck_assert_msg(logged("SPS0015"), "log: %s", logbuf);
     ck_assert_int_eq(sp_sess_put(&st, id[0], "A", 1, 0, 0), 0);
@@ -496,13 +496,14 @@ static void counters(int nproc, int incs, int nsess)
                 sp_sess_hold_t h;
                 char buf[32];
                 size_t len;
-                if (sp_sess_acquire(s, ids[k], sp_deadline_ms(10000), &h) != 0 ||
+                if (sp_sess_acquire(s, ids[k], sp_deadline_ms(10000), &h) !=
+                        0 ||
                     sp_sess_get(s, ids[k], buf, sizeof(buf) - 1, &len, 0) != 0)
                     _exit(2);
                 buf[len] = '\0';
                 int n = snprintf(buf, sizeof(buf), "%ld", atol(buf) + 1);
-                if (sp_sess_put(s, ids[k], buf, (size_t)n,
-                                SP_SESS_KEEP_EXPIRY, 0) != 0 ||
+                if (sp_sess_put(s, ids[k], buf, (size_t)n, SP_SESS_KEEP_EXPIRY,
+                                0) != 0 ||
                     sp_sess_release(s, &h) != 0)
                     _exit(3);
             }
@@ -514,8 +515,8 @@ static void counters(int nproc, int incs, int nsess)
     for (int k = 0; k < nsess; k++) {
         char buf[32];
         size_t len;
-        ck_assert_int_eq(sp_sess_get(&st, ids[k], buf, sizeof(buf) - 1, &len,
-                                     0), 0);
+        ck_assert_int_eq(
+            sp_sess_get(&st, ids[k], buf, sizeof(buf) - 1, &len, 0), 0);
         buf[len] = '\0';
         ck_assert_int_eq(atol(buf), nproc * incs);
     }
@@ -574,8 +575,7 @@ static long val_counter(const unsigned char *buf, size_t len, uint32_t k)
     return c;
 }
 
-static void writer_loop(sp_sess_t *s, struct crash_shared *sh,
-                        unsigned seed)
+static void writer_loop(sp_sess_t *s, struct crash_shared *sh, unsigned seed)
 {
     static unsigned char buf[4096];
     srand(seed);
@@ -658,12 +658,12 @@ static void crash_rounds(int keep_open, int rounds)
         total += sh->committed[k];
     ck_assert_uint_gt(total, (uint64_t)rounds);
     /* No entry was ever dropped as damaged. */
-    ck_assert_msg(!logged("SPS0010") && !logged("SPS0016"), "log: %s",
-                  logbuf);
+    ck_assert_msg(!logged("SPS0010") && !logged("SPS0016"), "log: %s", logbuf);
     if (keep_open)
         sp_sess_close(&st);
-    fprintf(stderr, "crash rounds (%s): %d rounds, %llu puts committed; "
-                    "lock takeovers logged: %s\n",
+    fprintf(stderr,
+            "crash rounds (%s): %d rounds, %llu puts committed; "
+            "lock takeovers logged: %s\n",
             keep_open ? "kept open" : "reopened", rounds,
             (unsigned long long)total, logged("SPP0001") ? "yes" : "no");
     sp_test_unshare(sh, sizeof(*sh));
@@ -767,8 +767,8 @@ static uint64_t value_off(const sp_sess_t *s, const char *id, uint32_t *slot)
         hex[32] = '\0';
         if (strcmp(hex, id) == 0) {
             *slot = i;
-            return s->hdr->data_off + ((e->ref & 0xffffffffull)
-                                       << s->hdr->min_shift);
+            return s->hdr->data_off +
+                   ((e->ref & 0xffffffffull) << s->hdr->min_shift);
         }
     }
     ck_abort_msg("session not found");
@@ -821,16 +821,16 @@ START_TEST(sess_corrupt_index_and_values)
     uint64_t eoff[10];
     for (int i = 0; i < 10; i++)
         eoff[i] = l.index_off + (uint64_t)slot[i] * 64;
-    flip(eoff[0] + 8, 0x01);     /* id: another session's record */
-    flip(eoff[1] + 0, 0x01);     /* ref: block index moves */
-    flip(eoff[2] + 4, 0x40);     /* ref: order out of range */
-    flip(eoff[3] + 6, 0x02);     /* ref: version tag */
-    flip(eoff[4] + 7, 0x80);     /* ref: "present" bit gone */
+    flip(eoff[0] + 8, 0x01);      /* id: another session's record */
+    flip(eoff[1] + 0, 0x01);      /* ref: block index moves */
+    flip(eoff[2] + 4, 0x40);      /* ref: order out of range */
+    flip(eoff[3] + 6, 0x02);      /* ref: version tag */
+    flip(eoff[4] + 7, 0x80);      /* ref: "present" bit gone */
     flip(voff[5] + 48 + 3, 0x10); /* value byte */
-    flip(voff[6] + 8, 0x01);     /* record length */
-    flip(voff[7] + 0, 0xff);     /* record magic */
-    flip(voff[8] + 20, 0x01);    /* record id */
-    flip(voff[9] + 33, 0x01);    /* record version */
+    flip(voff[6] + 8, 0x01);      /* record length */
+    flip(voff[7] + 0, 0xff);      /* record magic */
+    flip(voff[8] + 20, 0x01);     /* record id */
+    flip(voff[9] + 33, 0x01);     /* record version */
     open_small();
     ck_assert_msg(logged("SPS0010") && logged("SPS0011"), "log: %s", logbuf);
     sp_sess_stats_t ss;
@@ -917,7 +917,8 @@ START_TEST(sess_truncated_and_garbage)
     struct layout l = layout_of(&st);
     sp_sess_close(&st);
     /* Cut in the middle of the data region. */
-    ck_assert_int_eq(truncate(path, (off_t)(l.data_off + (l.total - l.data_off) / 2)), 0);
+    ck_assert_int_eq(
+        truncate(path, (off_t)(l.data_off + (l.total - l.data_off) / 2)), 0);
     open_small();
     ck_assert_msg(logged("SPS0006") && logged("SPS0010"), "log: %s", logbuf);
     int ok = gets_ok(ids, N);
@@ -1075,7 +1076,8 @@ START_TEST(sess_resize)
     c.max_value = 1000;
     ck_assert_int_eq(sp_sess_open(&st, path, &c, test_log, NULL), 0);
     ck_assert_msg(strstr(logbuf, "0 sessions carried over, 0 damaged, 80 did "
-                                 "not fit") != NULL, "log: %s", logbuf);
+                                 "not fit") != NULL,
+                  "log: %s", logbuf);
     ck_assert_int_eq(gets_ok(ids, N), 0);
     sp_sess_close(&st);
     teardown();
@@ -1096,8 +1098,8 @@ START_TEST(sess_record_format)
     char id[33];
     int64_t exp = later(60000);
     ck_assert_int_eq(sp_sess_create(&st, val, 1000, exp, id), 0);
-    ck_assert_int_eq(sp_sess_put(&st, id, val, sizeof(val),
-                                 SP_SESS_KEEP_EXPIRY, 0), 0);
+    ck_assert_int_eq(
+        sp_sess_put(&st, id, val, sizeof(val), SP_SESS_KEEP_EXPIRY, 0), 0);
     uint32_t slot;
     uint64_t off = value_off(&st, id, &slot);
     const sp_sess_entry_t *e = &st.ent[slot];
@@ -1119,8 +1121,8 @@ START_TEST(sess_record_format)
     ck_assert_uint_eq(crc, h.crc);
     /* Odd lengths too (the CRC's tail bytes). */
     for (size_t len = 1; len < 20; len++) {
-        ck_assert_int_eq(sp_sess_put(&st, id, val, len, SP_SESS_KEEP_EXPIRY,
-                                     0), 0);
+        ck_assert_int_eq(sp_sess_put(&st, id, val, len, SP_SESS_KEEP_EXPIRY, 0),
+                         0);
         off = value_off(&st, id, &slot);
         r = st.base + off;
         memcpy(&h, r, sizeof(h));
