@@ -104,14 +104,21 @@ static uint64_t used_blocks(const sp_sess_t *s)
 
 #ifndef FUZZ_SESS_MKCORPUS
 
+static char dir[] = "/tmp/fuzz_sess_XXXXXX";
 static char path[128];
+
+static void remove_tmp(void)
+{
+    unlink(path);
+    rmdir(dir);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (path[0] == '\0') {
-        static char dir[] = "/tmp/fuzz_sess_XXXXXX";
         MUST(mkdtemp(dir) != NULL);
         snprintf(path, sizeof(path), "%s/sessions", dir);
+        atexit(remove_tmp);
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     MUST(fd >= 0);
