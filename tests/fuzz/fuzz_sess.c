@@ -76,6 +76,8 @@ static void check_log(void *arg, const char *msg)
         }                                                                      \
     } while (0)
 
+#ifndef FUZZ_SESS_MKCORPUS
+
 struct seen {
     sp_sess_t *s;
     int n;
@@ -101,8 +103,6 @@ static uint64_t used_blocks(const sp_sess_t *s)
         n += st.pool.nused[k];
     return n;
 }
-
-#ifndef FUZZ_SESS_MKCORPUS
 
 static char dir[] = "/tmp/fuzz_sess_XXXXXX";
 static char path[128];
