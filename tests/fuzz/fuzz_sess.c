@@ -57,16 +57,6 @@ static sp_sess_conf_t fuzz_conf(void)
     return c;
 }
 
-static void check_log(void *arg, const char *msg)
-{
-    (void)arg;
-    if ((strncmp(msg, "SPS", 3) != 0 && strncmp(msg, "SPP", 3) != 0) ||
-        strchr(msg, '\n') != NULL) {
-        fprintf(stderr, "bad log line: %s\n", msg);
-        abort();
-    }
-}
-
 #define MUST(cond)                                                             \
     do {                                                                       \
         if (!(cond)) {                                                         \
@@ -77,6 +67,16 @@ static void check_log(void *arg, const char *msg)
     } while (0)
 
 #ifndef FUZZ_SESS_MKCORPUS
+
+static void check_log(void *arg, const char *msg)
+{
+    (void)arg;
+    if ((strncmp(msg, "SPS", 3) != 0 && strncmp(msg, "SPP", 3) != 0) ||
+        strchr(msg, '\n') != NULL) {
+        fprintf(stderr, "bad log line: %s\n", msg);
+        abort();
+    }
+}
 
 struct seen {
     sp_sess_t *s;
