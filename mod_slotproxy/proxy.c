@@ -653,7 +653,11 @@ static void stream_begin(uint32_t i)
         msg.remaining > (1u << 24)) {
         if (n >= 0)
             sp_ring_consume(&ps->in, msg.remaining);
-        out_abort(ps, SP_ABORT_INTERNAL, 500, "no request head in the slot");
+        /* Only a proxy child that died after taking the head (while the
+         * request waited for a link) leaves a slot like this; nothing
+         * reached a backend, so this is "try again", not a server error. */
+        out_abort(ps, SP_ABORT_UNAVAILABLE, 503,
+                  "request lost in a proxy child restart");
         return;
     }
     ps->head = malloc(msg.remaining);
