@@ -71,7 +71,7 @@ HTTPD_INCLUDEDIR := $(if $(APXS),$(shell $(APXS) -q INCLUDEDIR 2>/dev/null))
 APR_INCLUDES := $(shell apr-1-config --includes 2>/dev/null) \
 	$(shell apu-1-config --includes 2>/dev/null)
 MOD_SRC := mod_slotproxy/mod_slotproxy.c mod_slotproxy/handler.c \
-	mod_slotproxy/proxy.c
+	mod_slotproxy/proxy.c mod_slotproxy/session.c
 MOD_CPP := -Imod_slotproxy -I$(HTTPD_INCLUDEDIR) $(APR_INCLUDES) \
 	-DLINUX -D_REENTRANT
 MOD_SO := $(BUILD)/mod_slotproxy/mod_slotproxy.so

@@ -99,6 +99,7 @@
 #include "mpm_common.h"
 
 #include "handler.h"
+#include "session.h"
 #include "slotproxy.h"
 #include "sp_auth.h"
 #include "sp_error.h"
@@ -502,6 +503,53 @@ static const char *slotproxy_cmd_limit(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+/* SlotProxySessionStore PATH [max_sessions=N] [max_value=BYTES]
+ * [data=BYTES] */
+static const char *slotproxy_cmd_sess_store(cmd_parms *cmd, void *dummy,
+                                            int argc, char *const argv[])
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    sp_sess_conf_t c;
+    uint64_t v;
+    if (err != NULL)
+        return err;
+    if (argc < 1)
+        return "SlotProxySessionStore: PATH [max_sessions=N] "
+               "[max_value=BYTES] [data=BYTES]";
+    memset(&c, 0, sizeof(c));
+    for (int i = 1; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        const char *key =
+            eq ? apr_pstrndup(cmd->pool, argv[i], (apr_size_t)(eq - argv[i]))
+               : argv[i];
+        if (eq == NULL)
+            return apr_psprintf(cmd->pool,
+                                "SlotProxySessionStore: '%s' is not "
+                                "key=value",
+                                argv[i]);
+        if (strcmp(key, "max_sessions") == 0) {
+            err = slotproxy_parse_int(cmd->pool, "max_sessions", eq + 1, 16,
+                                      1u << 24, &v);
+            c.max_sessions = (uint32_t)v;
+        } else if (strcmp(key, "max_value") == 0) {
+            err = slotproxy_parse_size(cmd->pool, "max_value", eq + 1, 256,
+                                       16u << 20, &v);
+            c.max_value = (uint32_t)v;
+        } else if (strcmp(key, "data") == 0) {
+            err = slotproxy_parse_size(cmd->pool, "data", eq + 1, 64u << 10,
+                                       UINT32_MAX, &v);
+            c.data_bytes = v;
+        } else
+            return apr_psprintf(cmd->pool,
+                                "SlotProxySessionStore: unknown parameter "
+                                "'%s' (max_sessions, max_value, data)",
+                                key);
+        if (err != NULL)
+            return apr_pstrcat(cmd->pool, "SlotProxySessionStore: ", err, NULL);
+    }
+    return spm_sess_cmd_store(cmd, dummy, argv[0], &c);
+}
+
 static const command_rec slotproxy_cmds[] = {
     AP_INIT_TAKE_ARGV("SlotProxyBackend", slotproxy_cmd_backend, NULL,
                       RSRC_CONF,
@@ -529,6 +577,17 @@ static const command_rec slotproxy_cmds[] = {
     AP_INIT_TAKE1("SlotProxyMaxPayload", slotproxy_cmd_limit,
                   (void *)SLOTPROXY_MAX_PAYLOAD, RSRC_CONF,
                   "largest link frame payload (4K..16M)"),
+    AP_INIT_TAKE_ARGV("SlotProxySessionStore", slotproxy_cmd_sess_store, NULL,
+                      RSRC_CONF,
+                      "PATH [max_sessions=N] [max_value=BYTES] [data=BYTES]: "
+                      "the session file (mod_session store)"),
+    AP_INIT_FLAG("SlotProxySession", spm_sess_cmd_enable, NULL,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On: keep this location's mod_session sessions in the "
+                 "SlotProxySessionStore"),
+    AP_INIT_RAW_ARGS("SlotProxySessionCookie", spm_sess_cmd_cookie, NULL,
+                     RSRC_CONF | ACCESS_CONF,
+                     "NAME [attributes]: the cookie carrying the session id"),
     {NULL}};
 
 /* ---- process-wide state --------------------------------------------------
@@ -940,6 +999,12 @@ static int slotproxy_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (px->children <= 0)
             slotproxy_retire(px, "its generation has no children left");
     }
+
+    /* The session store: opened here as root, inherited by the children
+     * and the proxy child (which sweeps it). */
+    rc = spm_sess_post_config(pconf, s);
+    if (rc != OK)
+        return rc;
 
     if (c->nbackends == 0)
         return OK; /* nothing to proxy: no segment, no proxy child */
@@ -1576,10 +1641,18 @@ static int slotproxy_handler(request_rec *r)
     return spm_handle(r, &slotproxy_runtime, idx);
 }
 
+static int slotproxy_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                                apr_pool_t *ptemp)
+{
+    spm_sess_pre_config();
+    return OK;
+}
+
 static void slotproxy_register_hooks(apr_pool_t *p)
 {
     static const char *const before_us[] = {"mod_rewrite.c", NULL};
 
+    ap_hook_pre_config(slotproxy_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(slotproxy_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(slotproxy_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(slotproxy_child_init, NULL, NULL, APR_HOOK_MIDDLE);
@@ -1594,12 +1667,13 @@ static void slotproxy_register_hooks(apr_pool_t *p)
     ap_hook_handler(slotproxy_handler, NULL, NULL, APR_HOOK_FIRST);
     APR_OPTIONAL_HOOK(ap, status_hook, slotproxy_status_hook, NULL, NULL,
                       APR_HOOK_MIDDLE);
+    spm_sess_register_hooks(p);
 }
 
 module AP_MODULE_DECLARE_DATA slotproxy_module = {
     STANDARD20_MODULE_STUFF,
-    NULL,                     /* create per-directory config */
-    NULL,                     /* merge per-directory config */
+    spm_sess_create_dir,      /* create per-directory config */
+    spm_sess_merge_dir,       /* merge per-directory config */
     slotproxy_create_srv,     /* create per-server config */
     slotproxy_merge_srv,      /* merge per-server config */
     slotproxy_cmds,           /* directives */

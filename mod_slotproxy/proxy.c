@@ -1143,6 +1143,7 @@ static void tick(void)
         P.next_reclaim = now + 500 * SP_NSEC_PER_MSEC;
         sp_slots_reclaim(P.slots, on_reclaim, NULL);
     }
+    spm_sess_tick(now); /* session store sweep, once a second */
     if (getppid() != P.parent.pid)
         P.stopping = 1;
 }

@@ -160,4 +160,7 @@ void spm_release(spm_shared_t *sh);
 void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
                     spm_shared_t *shared, sp_ident_t parent);
 
+/* session.c: the proxy child sweeps the session store (once a second). */
+void spm_sess_tick(int64_t now_ns);
+
 #endif /* SLOTPROXY_H */

@@ -22,6 +22,7 @@ LoadModule mpm_${mpm}_module $mods/mod_mpm_$mpm.so
 LoadModule authz_core_module $mods/mod_authz_core.so
 LoadModule mime_module $mods/mod_mime.so
 LoadModule status_module $mods/mod_status.so
+LoadModule session_module $mods/mod_session.so
 LoadModule slotproxy_module $so
 ExtendedStatus On
 KeepAlive On
