@@ -30,7 +30,7 @@ Handler /hello builtin:hello
 Handler /echo builtin:echo
 Handler /cgi-bin/ cgi:$top/conf/cgi-bin
 Handler /app/ plugin:$build/slotproxy-backend/sample_plugin.so
-Handler /session-demo/ builtin:echo
+Handler /session-demo/ builtin:session-demo
 GracefulTimeout 3
 EOC
 [ -n "$user" ] && printf 'User %s\nGroup %s\n' "$user" "$user" >> "$run/backend.conf"
@@ -43,6 +43,18 @@ SlotProxyPass /hello demo
 SlotProxyPass /echo demo
 SlotProxyPass /cgi-bin/ demo
 SlotProxyPass /app/ demo
+SlotProxyPass /session-demo/ demo
+# Sessions (docs/module-config.md, "Sessions"): mod_session keeps them in
+# mod_slotproxy's session file, shared by every child; the backend gets
+# the session as HTTP_SESSION and replaces it with X-Session-Update.
+SlotProxySessionStore $run/sessions.db max_sessions=10000
+<Location /session-demo/>
+    Session On
+    SessionMaxAge 3600
+    SessionEnv On
+    SessionHeader X-Session-Update
+    SlotProxySession On
+</Location>
 <Location /slotproxy-status>
     SetHandler slotproxy-status
 </Location>
@@ -79,6 +91,8 @@ slotproxy is running (httpd $mpm MPM, pid $hpid; backend pid $bpid):
   $base/echo               builtin:echo (try ?setcookie=3, POST a body)
   $base/cgi-bin/hello.sh   a CGI script
   $base/app/               the sample plugin
+  $base/session-demo/      sessions: login form + per-session counter
+                           (/session-demo/counter: text/plain, increments)
   $base/slotproxy-status   slots, queue, links (?json, ?auto)
   $base/server-status      mod_status with the slotproxy section
 logs: $run/error.log (httpd), $run/backend.log

@@ -697,7 +697,7 @@ check_fail(const spb_config_t *c, char *err, size_t errlen, int line,
 static int check_handler(const spb_config_t *c, const spb_handler_conf_t *h,
                          char *err, size_t errlen)
 {
-    static const char *const builtins[] = {"hello", "echo"};
+    static const char *const builtins[] = {"hello", "echo", "session-demo"};
     char show[SHOW_CAP];
     const char *s = h->spec;
 
@@ -707,7 +707,7 @@ static int check_handler(const spb_config_t *c, const spb_handler_conf_t *h,
                 return 0;
         return check_fail(c, err, errlen, h->line,
                           "Handler: unknown builtin '%s' (known: hello, "
-                          "echo)",
+                          "echo, session-demo)",
                           conf_show(s + 8, show, sizeof(show)));
     }
     if (strncmp(s, "plugin:", 7) == 0) {

@@ -22,7 +22,9 @@
  *                                 sent, or after it with flush=1
  *                  Order: sleep, head, flush, crash, body.
  *
- * Both run in a worker process, alone; the static buffers below are
+ *   builtin:session-demo  the `make run` session demo (below).
+ *
+ * They run in a worker process, alone; the static buffers below are
  * therefore per process and never shared between requests in flight.
  */
 #include "apps.h"
@@ -344,5 +346,218 @@ const slotproxy_app_t sp_app_echo = {
     .name = "echo",
     .init = NULL,
     .handle = echo_handle,
+    .fini = NULL,
+};
+
+/* ---- session-demo ------------------------------------------------------- */
+
+/*
+ * builtin:session-demo (docs/applications.md, `make run`): a page with a
+ * login form and a per-session visit counter, over mod_session with
+ * `SessionEnv On` (the session arrives as HTTP_SESSION in the env, in
+ * mod_session's form "user=bob&count=3") and `SessionHeader
+ * X-Session-Update` (the new session goes back in that response header,
+ * which mod_session removes before the client sees it).
+ *
+ *   GET  PREFIX          the page; counts a visit
+ *   POST PREFIX          name=NAME logs in (empty: logs out); 303 to PREFIX
+ *   GET  PREFIX/counter  text/plain: the counter, incremented
+ */
+#define DEMO_SESSION_HEADER "X-Session-Update"
+#define DEMO_MAX_NAME 64
+
+static int demo_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decode n bytes of application/x-www-form-urlencoded into out (cap). */
+static void form_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < cap; i++) {
+        int h, l;
+        if (s[i] == '+')
+            out[o++] = ' ';
+        else if (s[i] == '%' && i + 2 < n && (h = demo_hexval(s[i + 1])) >= 0 &&
+                 (l = demo_hexval(s[i + 2])) >= 0) {
+            out[o++] = (char)(h * 16 + l);
+            i += 2;
+        } else
+            out[o++] = s[i];
+    }
+    out[o] = '\0';
+}
+
+/* Value of key in "k=v&k2=v2" (form-encoded), decoded into out; 0 if
+ * absent. */
+static int form_get(const char *q, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    out[0] = '\0';
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        if (n > kl && strncmp(q, key, kl) == 0 && q[kl] == '=') {
+            form_decode(q + kl + 1, n - kl - 1, out, cap);
+            return 1;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static void form_encode(const char *s, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.')
+            out[o++] = (char)c;
+        else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+static void html_escape(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < cap; s++) {
+        const char *e = NULL;
+        switch (*s) {
+        case '<':
+            e = "&lt;";
+            break;
+        case '>':
+            e = "&gt;";
+            break;
+        case '&':
+            e = "&amp;";
+            break;
+        case '"':
+            e = "&quot;";
+            break;
+        case '\'':
+            e = "&#39;";
+            break;
+        default:
+            break;
+        }
+        if (e) {
+            memcpy(out + o, e, strlen(e));
+            o += strlen(e);
+        } else
+            out[o++] = *s;
+    }
+    out[o] = '\0';
+}
+
+static int demo_set_session(slotproxy_request_t *r, const char *user,
+                            unsigned long long count)
+{
+    char enc[3 * DEMO_MAX_NAME + 1], v[3 * DEMO_MAX_NAME + 48];
+    form_encode(user, enc, sizeof(enc));
+    snprintf(v, sizeof(v), "user=%s&count=%llu", enc, count);
+    return r->add_header(r, DEMO_SESSION_HEADER, v);
+}
+
+static int demo_handle(void *ctx, slotproxy_request_t *r)
+{
+    (void)ctx;
+    const char *sess = r->getenv(r, "HTTP_SESSION");
+    const char *prefix = r->prefix ? r->prefix : "/";
+    size_t plen = strlen(prefix);
+    const char *rest =
+        strncmp(r->path, prefix, plen) == 0 ? r->path + plen : r->path;
+    char user[DEMO_MAX_NAME + 1], num[24];
+    unsigned long long count = 0;
+
+    while (*rest == '/')
+        rest++;
+    form_get(sess, "user", user, sizeof(user));
+    if (form_get(sess, "count", num, sizeof(num)))
+        count = strtoull(num, NULL, 10);
+
+    if (strcmp(rest, "counter") == 0) {
+        char body[32];
+        int n = snprintf(body, sizeof(body), "%llu\n", ++count);
+        snprintf(num, sizeof(num), "%d", n);
+        if (r->set_status(r, 200, NULL) < 0 ||
+            r->add_header(r, "Content-Type", "text/plain") < 0 ||
+            r->add_header(r, "Content-Length", num) < 0 ||
+            r->add_header(r, "Cache-Control", "no-store") < 0 ||
+            demo_set_session(r, user, count) < 0)
+            return -1;
+        return r->write(r, body, (size_t)n) < 0 ? -1 : 0;
+    }
+    if (*rest != '\0') {
+        static const char nf[] = "session-demo: no such page\n";
+        if (r->set_status(r, 404, NULL) < 0 ||
+            r->add_header(r, "Content-Type", "text/plain") < 0)
+            return -1;
+        return r->write(r, nf, sizeof(nf) - 1) < 0 ? -1 : 0;
+    }
+    if (strcmp(r->method, "POST") == 0) {
+        char body[1024], name[DEMO_MAX_NAME + 1];
+        size_t len = 0;
+        long n;
+        while ((n = r->read(r, body + len, sizeof(body) - 1 - len)) > 0)
+            len += (size_t)n;
+        if (n < 0)
+            return -1;
+        body[len] = '\0';
+        form_get(body, "name", name, sizeof(name));
+        if (r->set_status(r, 303, NULL) < 0 ||
+            r->add_header(r, "Location", prefix) < 0 ||
+            r->add_header(r, "Content-Length", "0") < 0 ||
+            demo_set_session(r, name, count) < 0)
+            return -1;
+        return 0;
+    }
+
+    char esc[6 * DEMO_MAX_NAME + 1], page[2048];
+    html_escape(user, esc, sizeof(esc));
+    count++;
+    int n = snprintf(
+        page, sizeof(page),
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        "<title>slotproxy session demo</title></head><body>\n"
+        "<h1>slotproxy session demo</h1>\n"
+        "<p id=\"greeting\">%s%s, visits: <span id=\"visits\">%llu</span>"
+        "</p>\n"
+        "<form method=\"post\" action=\"%s\">"
+        "<input id=\"name\" name=\"name\" value=\"%s\"> "
+        "<button id=\"login\" type=\"submit\">Log in</button></form>\n"
+        "<p>The session lives in mod_slotproxy's session store; the cookie "
+        "holds only its id.  <a href=\"%scounter\">counter</a></p>\n"
+        "</body></html>\n",
+        user[0] ? "Hello " : "Not logged in", esc, count, prefix, esc, prefix);
+    snprintf(num, sizeof(num), "%d", n);
+    if (r->set_status(r, 200, NULL) < 0 ||
+        r->add_header(r, "Content-Type", "text/html; charset=utf-8") < 0 ||
+        r->add_header(r, "Content-Length", num) < 0 ||
+        r->add_header(r, "Cache-Control", "no-store") < 0 ||
+        demo_set_session(r, user, count) < 0)
+        return -1;
+    return r->write(r, page, (size_t)n) < 0 ? -1 : 0;
+}
+
+const slotproxy_app_t sp_app_session_demo = {
+    .abi_version = SLOTPROXY_APP_ABI,
+    .name = "session-demo",
+    .init = NULL,
+    .handle = demo_handle,
     .fini = NULL,
 };

@@ -49,10 +49,12 @@ static int load_builtin(sp_handler_t *h, const char *name, char *err,
         h->app = &sp_app_hello;
     else if (strcmp(name, "echo") == 0)
         h->app = &sp_app_echo;
+    else if (strcmp(name, "session-demo") == 0)
+        h->app = &sp_app_session_demo;
     else
         return load_fail(err, errlen,
                          "builtin:%s: unknown builtin handler (known: hello, "
-                         "echo)",
+                         "echo, session-demo)",
                          name);
     return 0;
 }

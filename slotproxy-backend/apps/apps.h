@@ -121,6 +121,7 @@ const sp_handler_t *sp_handler_match(const sp_handler_t *hs, size_t n,
 
 extern const slotproxy_app_t sp_app_hello;
 extern const slotproxy_app_t sp_app_echo;
+extern const slotproxy_app_t sp_app_session_demo;
 extern const slotproxy_app_t sp_app_cgi;
 
 /* The CGI runner's per-worker context (its init needs more than an arg). */

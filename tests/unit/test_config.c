@@ -699,10 +699,10 @@ START_TEST(config_check_handlers)
                  NULL);
     expect_check("Listen unix:/tmp/a.sock\nHandler / builtin:nope\n",
                  "t.conf:2: Handler: unknown builtin 'nope' (known: hello, "
-                 "echo)");
+                 "echo, session-demo)");
     expect_check("Listen unix:/tmp/a.sock\nHandler / builtin:\n",
                  "t.conf:2: Handler: unknown builtin '' (known: hello, "
-                 "echo)");
+                 "echo, session-demo)");
     expect_check("Listen unix:/tmp/a.sock\n\nHandler /a builtin:hello\n"
                  "Handler /b plugin:rel/app.so\n",
                  "t.conf:4: Handler: plugin path 'rel/app.so' is not "
