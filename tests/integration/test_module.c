@@ -409,5 +409,6 @@ Suite *suite_module(void)
     suite_add_tcase(s, tc);
     tm_add_load_cases(s);
     tm_add_fail_cases(s);
+    tm_add_session_cases(s);
     return s;
 }
