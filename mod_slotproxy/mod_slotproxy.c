@@ -1392,6 +1392,20 @@ static void slotproxy_status_auto(request_rec *r, const slotproxy_snap_t *sn,
     ap_rprintf(r, "%sRejectedTimeout: %" PRIu64 "\n", pfx,
                sn->rejected_timeout);
     ap_rprintf(r, "%sClientAborts: %" PRIu64 "\n", pfx, sn->client_aborts);
+    {
+        sp_sess_stats_t ss;
+        if (spm_sess_stats(&ss)) {
+            ap_rprintf(r, "%sSessions: %" PRIu64 "\n", pfx, ss.live);
+            ap_rprintf(r, "%sSessionGets: %" PRIu64 "\n", pfx, ss.gets);
+            ap_rprintf(r, "%sSessionPuts: %" PRIu64 "\n", pfx, ss.puts);
+            ap_rprintf(r, "%sSessionCreates: %" PRIu64 "\n", pfx, ss.creates);
+            ap_rprintf(r, "%sSessionExpired: %" PRIu64 "\n", pfx, ss.expired);
+            ap_rprintf(r, "%sSessionBusyWaits: %" PRIu64 "\n", pfx,
+                       ss.busy_waits);
+            ap_rprintf(r, "%sSessionChecksumErrors: %" PRIu64 "\n", pfx,
+                       ss.checksum_errors);
+        }
+    }
     if (full) {
         ap_rprintf(r, "%sMpmGeneration: %d\n", pfx, sn->mpm_gen);
         ap_rprintf(r, "%sProxyUptime: %" PRId64 "\n", pfx, sn->proxy_uptime_s);

@@ -8,7 +8,8 @@ set -eu
 base="build-essential pkg-config check libssl-dev apache2 apache2-dev
       libapr1-dev libaprutil1-dev libcurl4-openssl-dev curl"
 case "${1:-check}" in
-check|run) want="$base" ;;
+check) want="$base chromium" ;; # chromium: the session browser test
+run) want="$base" ;;
 bench) want="$base wrk nginx-light redis-server" ;;
 fuzz) want="$base clang libclang-rt-dev" ;;
 *) echo "deps.sh: unknown set '$1' (check, run, bench, fuzz)" >&2; exit 2 ;;

@@ -11,17 +11,26 @@
  *   restart   the session survives a graceful restart and a full stop and
  *             start; the file corrupted while httpd is stopped: httpd
  *             starts, logs it, and serves new sessions
+ *   browser   headless Chromium (Debian's chromium) loads a driver page
+ *             from httpd's DocumentRoot that opens /session-demo/ in an
+ *             iframe, fills in the login form and clicks the button (a
+ *             real form POST, redirect and cookie), then reloads the page
+ *             four times, copying the greeting of every load into its own
+ *             DOM; --dump-dom prints that DOM and the test asserts
+ *             "Not logged in, visits: 1", then "Hello bob, visits: 2".."6"
  */
 #include "test_module.h"
 
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SESS_THREADS 8
@@ -58,7 +67,7 @@ static const char *sess_httpd(const char *dir)
 }
 
 typedef struct sess_buf {
-    char body[256];
+    char body[8192];
     size_t blen;
     char cookie[128]; /* slotproxy_session=ID from Set-Cookie */
 } sess_buf_t;
@@ -157,8 +166,8 @@ static int sess_scribble_value(const char *path, const char *needle)
     ck_assert_int_ge(fd, 0);
     struct stat sb;
     ck_assert_int_eq(fstat(fd, &sb), 0);
-    char *m = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED, fd, 0);
+    char *m = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd, 0);
     ck_assert_ptr_ne(m, MAP_FAILED);
     char *hit = memmem(m, (size_t)sb.st_size, needle, strlen(needle));
     if (hit)
@@ -183,12 +192,12 @@ static void *sess_worker(void *arg)
     CURL *c = curl_easy_init();
     for (int i = 0; i < SESS_PER_THREAD; i++) {
         sess_buf_t b;
-        long st = sess_get(c, w->h->base, "/session-demo/counter", w->cookie,
-                           &b);
+        long st =
+            sess_get(c, w->h->base, "/session-demo/counter", w->cookie, &b);
         if (st != 200 || b.cookie[0] != '\0') {
             if (!w->failed)
                 snprintf(w->err, sizeof(w->err),
-                         "status %ld, new cookie '%s', body '%s'", st,
+                         "status %ld, new cookie '%s', body '%.200s'", st,
                          b.cookie, b.body);
             w->failed++;
             w->got[i] = -1;
@@ -261,8 +270,8 @@ START_TEST(module_session_counter)
     for (int i = 0; i < SESS_THREADS; i++) {
         pthread_join(w[i].t, NULL);
         if (w[i].failed) {
-            fprintf(stderr, "thread %d: %d failed, first: %s\n", i,
-                    w[i].failed, w[i].err);
+            fprintf(stderr, "thread %d: %d failed, first: %s\n", i, w[i].failed,
+                    w[i].err);
             failed += w[i].failed;
         }
     }
@@ -280,6 +289,17 @@ START_TEST(module_session_counter)
         ck_assert_int_eq(all[i], i + 2);
     long final = sess_count(&e.h, cookie);
     ck_assert_int_eq(final, n + 2);
+
+    /* The store's figures on the status page. */
+    CURL *c = curl_easy_init();
+    sess_buf_t *sb = malloc(sizeof(*sb));
+    ck_assert_int_eq(sess_get(c, e.h.base, "/slotproxy-status?auto", NULL, sb),
+                     200);
+    ck_assert_msg(strstr(sb->body, "\nSessions: 1\n") != NULL &&
+                      strstr(sb->body, "\nSessionPuts: ") != NULL,
+                  "no session figures in:\n%s", sb->body);
+    free(sb);
+    curl_easy_cleanup(c);
 
     int lines = 0;
     int children = sess_children(dir, &lines);
@@ -383,11 +403,140 @@ START_TEST(module_session_restart)
 }
 END_TEST
 
+/* ---- a real browser ------------------------------------------------------ */
+
+static const char driver_html[] =
+    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n"
+    "<pre id=\"result\"></pre>\n<script>\n"
+    "var out = document.getElementById('result'), step = 0;\n"
+    "var f = document.createElement('iframe');\n"
+    "f.onload = function () {\n"
+    "  var d = f.contentDocument, g = d && d.getElementById('greeting');\n"
+    "  out.textContent += 'load ' + step + ': ' +\n"
+    "      (g ? g.textContent : 'no greeting') + '\\n';\n"
+    "  step++;\n"
+    "  if (step == 1) {\n"
+    "    d.getElementById('name').value = 'bob';\n"
+    "    d.getElementById('login').click();\n"
+    "  } else if (step < 6) {\n"
+    "    f.contentWindow.location.reload();\n"
+    "  } else {\n"
+    "    out.textContent += 'done\\n';\n"
+    "  }\n"
+    "};\n"
+    "f.src = '/session-demo/';\n"
+    "document.body.appendChild(f);\n"
+    "</script></body></html>\n";
+
+/* Run chromium --dump-dom on url; its stdout into out (cap).  Returns the
+ * bytes read. */
+static size_t run_chromium(const char *url, const char *profile, char *out,
+                           size_t cap)
+{
+    int pfd[2];
+    char prof_arg[300];
+    snprintf(prof_arg, sizeof(prof_arg), "--user-data-dir=%s", profile);
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        int dn = open("/dev/null", O_WRONLY);
+        if (dn >= 0)
+            dup2(dn, 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        execlp("chromium", "chromium", "--headless", "--no-sandbox",
+               "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", prof_arg,
+               "--virtual-time-budget=30000", "--dump-dom", url, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t n = 0;
+    double t0 = spt_ms();
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    for (;;) {
+        ssize_t r = read(pfd[0], out + n, cap - 1 - n);
+        if (r > 0) {
+            n += (size_t)r;
+            if (n >= cap - 1)
+                break;
+            continue;
+        }
+        if (r == 0)
+            break;
+        if (spt_ms() - t0 > 90000) {
+            kill(pid, SIGKILL);
+            break;
+        }
+        usleep(20000);
+    }
+    out[n] = '\0';
+    close(pfd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "chromium failed (status 0x%x); is Debian's chromium "
+                  "installed (scripts/deps.sh check)?",
+                  status);
+    return n;
+}
+
+START_TEST(module_session_browser)
+{
+    tm_env_t e;
+    char dir[64], path[400], profile[64];
+    sess_dir(dir, sizeof(dir));
+    tm_start(&e, 0, sess_backend, 0, "links=2", sess_httpd(dir), 2);
+    snprintf(path, sizeof(path), "%s/driver.html", e.h.dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(driver_html, f);
+    fclose(f);
+    chmod(path, 0644);
+    snprintf(profile, sizeof(profile), "/tmp/spt-chromium-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(profile));
+
+    static char dom[65536];
+    char url[128];
+    snprintf(url, sizeof(url), "%s/driver.html", e.h.base);
+    double t0 = spt_ms();
+    run_chromium(url, profile, dom, sizeof(dom));
+    double ms = spt_ms() - t0;
+    const char *res = strstr(dom, "<pre id=\"result\">");
+    ck_assert_msg(res != NULL, "no result in the DOM:\n%.2000s", dom);
+    static const char *const want[] = {"load 0: Not logged in, visits: 1",
+                                       "load 1: Hello bob, visits: 2",
+                                       "load 2: Hello bob, visits: 3",
+                                       "load 3: Hello bob, visits: 4",
+                                       "load 4: Hello bob, visits: 5",
+                                       "load 5: Hello bob, visits: 6",
+                                       "done"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        ck_assert_msg(strstr(res, want[i]) != NULL,
+                      "'%s' not in the DOM:\n%.2000s", want[i], res);
+    fprintf(stderr,
+            "figure: headless chromium: login + 4 reloads, visits 1..6 "
+            "read from the DOM (%.0f ms)\n",
+            ms);
+    sess_rmdir(profile);
+    tm_finish(&e, NULL, NULL);
+    sess_rmdir(dir);
+}
+END_TEST
+
 void tm_add_session_cases(Suite *s)
 {
     TCase *tc = tcase_create("session");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, module_session_counter);
     tcase_add_test(tc, module_session_restart);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("browser");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, module_session_browser);
     suite_add_tcase(s, tc);
 }
