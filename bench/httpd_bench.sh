@@ -39,16 +39,17 @@
 #
 # During a run the script samples once a second the established
 # connections from httpd to the backend's port (ss, client ends only:
-# dport = backend port); in the middle of the run it reads RSS and PSS of
-# every process of the setup (httpd parent, children and proxy child,
-# plus the backend's dispatcher and workers or nginx's master and
-# workers); and over the middle of the run (1 s after the start to 1 s
-# before the end) it takes the CPU time of each group from the tasks'
-# schedstat: CPU microseconds per request for the httpd workers, the
-# proxy child, the backend (or nginx) and wrk.  "rest" is the machine's
-# remaining CPU use in that window per request (other work on the
-# machine, the kernel's idle-time accounting aside): a large "rest" marks
-# a disturbed run.  "busy" is the machine's CPU use out of 100% x CPUs.
+# dport = backend port).  Over the middle of the run (1 s after the start
+# to 1 s before the end) it takes the CPU time of each group from the
+# tasks' schedstat: CPU microseconds per request for the httpd workers,
+# the proxy child, the backend (or nginx) and wrk.  "rest" is the
+# machine's remaining CPU use in that window per request (other work on
+# the machine): a large "rest" marks a disturbed run.  "busy" is the
+# machine's CPU use out of 100% x CPUs.  In the last second of the run it
+# reads RSS and PSS of every process of the setup (httpd parent, children
+# and proxy child, plus the backend's dispatcher and workers or nginx's
+# master and workers); RSS counts shared pages once per process, PSS
+# shares them out.
 #
 # httpd sizing: prefork ServerLimit/MaxRequestWorkers/StartServers 256 (one
 # process per keep-alive connection: 256 clients need 256 children, all
@@ -86,6 +87,7 @@ ncpu=$(getconf _NPROCESSORS_ONLN)
 
 die() { echo "httpd_bench: $*" >&2; exit 1; }
 
+[ "$secs" -ge 3 ] 2>/dev/null || die "BENCH_SECONDS must be at least 3"
 for f in "$backend_bin" "$module_so" "$hello_so"; do
     [ -e "$f" ] || die "$f missing (make all $hello_so)"
 done
@@ -290,7 +292,9 @@ EOC
         esac
     } >> "$d/httpd.conf"
     "$httpd" -t -f "$d/httpd.conf" >/dev/null 2>&1 || "$httpd" -t -f "$d/httpd.conf"
-    "$httpd" -f "$d/httpd.conf" -DFOREGROUND &
+    # In a session of its own: prefork stops its children with
+    # killpg(getpgrp(), SIGTERM), which would hit this script too.
+    setsid "$httpd" -f "$d/httpd.conf" -DFOREGROUND &
     PID[$setup]=$!
     started="$setup $started" # httpd stops before its backend
 }
@@ -343,8 +347,7 @@ run_row() { # MPM CONNS SETUP PASS
     wrk --latency -t "$th" -c "$c" -d "${secs}s" "$url" > "$out" &
     local wpid=$! t0 maxconn=0 n mem="" c0="" c1="" m0 m1 w0 w1
     t0=$(now_ns)
-    local mid=$((secs / 2)) win0=1 win1=$((secs - 1))
-    [ "$win1" -le "$win0" ] && win1=$((win0 + 1))
+    local win0=1 win1=$((secs - 1))
     for i in $(seq 1 $((secs - 1))); do
         sleep $(awk -v t0="$t0" -v i="$i" -v now="$(now_ns)" \
             'BEGIN { d = (t0 + i * 1e9 - now) / 1e9; printf "%.3f", (d > 0 ? d : 0) }')
@@ -356,10 +359,12 @@ run_row() { # MPM CONNS SETUP PASS
             w0=$(now_ns); m0=$(machine_ticks)
             c0="$(cpu_ns $hw) $(cpu_ns $ppid) $(cpu_ns $bp) $(cpu_ns $wpid)"
         fi
-        [ "$i" -eq "$mid" ] && mem="$(mem_kb $hp) $(mem_kb $bp)"
         if [ "$i" -eq "$win1" ]; then
             w1=$(now_ns); m1=$(machine_ticks)
             c1="$(cpu_ns $hw) $(cpu_ns $ppid) $(cpu_ns $bp) $(cpu_ns $wpid)"
+            # Memory last, outside the CPU window: PSS makes the kernel
+            # walk every mapping (a noticeable load with 256 children).
+            mem="$(mem_kb $hp) $(mem_kb $bp)"
         fi
     done
     wait "$wpid" || die "wrk failed: $(cat "$out")"
@@ -385,6 +390,9 @@ run_row() { # MPM CONNS SETUP PASS
         printf "%.1f %.1f %.1f %.1f %.1f %.0f\n", h, p, k, w, tot - h - p - k - w,
             100 * (y[1] - x[1]) / (y[2] - x[2])
     }')
+
+    [ -n "${BENCH_DEBUG:-}" ] && echo "$mpm c=$c $s pass $pass: c0=[$c0] c1=[$c1]" \
+        "m0=[$m0] m1=[$m1] w=[$w0 $w1] wrk=$wpid cpu=[$cpu]" >> "$run/debug.log"
 
     # Merge into R: the figures of the pass with the most req/s; errors
     # summed and backend connections the largest over all passes.
