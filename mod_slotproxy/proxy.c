@@ -1006,7 +1006,10 @@ static void link_event(plink_t *pl, uint32_t events)
             snprintf(why, sizeof(why), "%.150s (%.40s)", pl->l.err,
                      sp_strerror(rc));
             sp_link_flush(&pl->l);
-            link_close(pl, why);
+            /* A backend that said GOAWAY and then closed is stopping or
+             * reloading: expected, not an error worth a log line. */
+            int quiet = rc == SP_ECLOSED && pl->l.goaway_rx;
+            link_close(pl, quiet ? NULL : why);
             return;
         }
         if (pl->state == SPM_LINK_HANDSHAKE && pl->l.state == SP_LINK_UP) {
