@@ -107,6 +107,8 @@ chmod 755 "$run"
 
 # ---- ports ------------------------------------------------------------------
 
+# A port nobody uses, into PORT[$1] (not from a $(subshell): used_ports
+# must survive, so that two servers of one run never get the same port).
 used_ports=" "
 free_port() {
     local p
@@ -115,7 +117,7 @@ free_port() {
         case "$used_ports" in *" $p "*) continue ;; esac
         if [ -z "$(ss -Htan "( sport = :$p or dport = :$p )")" ]; then
             used_ports="$used_ports$p "
-            echo "$p"
+            PORT[$1]=$p
             return
         fi
     done
@@ -503,7 +505,7 @@ printf '  wrk shares the CPUs with httpd, the backend and nginx: compare rows of
 for mpm in $mpms; do
     mkdir -p "$run/$mpm"
     chmod 755 "$run/$mpm"
-    for k in backend nginx slotproxy proxy_http in-process; do PORT[$k]=$(free_port); done
+    for k in backend nginx slotproxy proxy_http in-process; do free_port "$k"; done
     start_backend "$run/$mpm/backend" "${PORT[backend]}"
     start_nginx "$run/$mpm/nginx" "${PORT[nginx]}"
     start_httpd slotproxy "$mpm" "${PORT[slotproxy]}" "${PORT[backend]}"
