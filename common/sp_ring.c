@@ -372,6 +372,19 @@ int sp_ring_peek(sp_ring_t *r, sp_ring_msg_t *msg, struct iovec *iov,
     return SP_EPROTO; /* published without a LAST fragment */
 }
 
+size_t sp_iov_trim(struct iovec *iov, int *n, size_t max)
+{
+    size_t kept = 0;
+    int i = 0;
+    for (; i < *n && kept < max; i++) {
+        if (iov[i].iov_len > max - kept)
+            iov[i].iov_len = max - kept;
+        kept += iov[i].iov_len;
+    }
+    *n = i;
+    return kept;
+}
+
 int sp_ring_consume(sp_ring_t *r, size_t n)
 {
     uint32_t tail, head;

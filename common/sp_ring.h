@@ -113,6 +113,11 @@ long sp_ring_read(sp_ring_t *r, unsigned *type, void *buf, size_t cap,
 int sp_ring_peek(sp_ring_t *r, sp_ring_msg_t *msg, struct iovec *iov,
                  int iovmax);
 
+/* Cut an iovec list (e.g. from sp_ring_peek) down to at most max bytes,
+ * in place: *n becomes the number of entries kept.  Returns the bytes
+ * kept (less than max if the list held less). */
+size_t sp_iov_trim(struct iovec *iov, int *n, size_t max);
+
 /* Consume n bytes of the current message (n <= remaining); releases every
  * segment read to the end; consuming the last byte (or 0 bytes of an empty
  * message) finishes the message.  SP_EINVAL if n is too large. */

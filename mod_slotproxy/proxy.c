@@ -556,17 +556,8 @@ static void stream_forward_body(pstream_t *ps)
             k = pl->l.peer_max_payload;
         if (k <= 0)
             return; /* wait for CREDIT */
-        struct iovec part[64];
-        int np = 0;
-        size_t left = (size_t)k;
-        for (int i = 0; i < n && left > 0; i++) {
-            part[np].iov_base = iov[i].iov_base;
-            part[np].iov_len = iov[i].iov_len < left ? iov[i].iov_len : left;
-            left -= part[np].iov_len;
-            np++;
-        }
-        k -= (int64_t)left;
-        int rc = sp_link_sendv(&pl->l, SP_FT_BODY, ps->slot, ps->seq, part, np);
+        k = (int64_t)sp_iov_trim(iov, &n, (size_t)k);
+        int rc = sp_link_sendv(&pl->l, SP_FT_BODY, ps->slot, ps->seq, iov, n);
         if (rc == SP_EAGAIN) {
             pl->blocked = 1;
             return;

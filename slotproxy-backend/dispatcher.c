@@ -475,20 +475,8 @@ static void drain_in(spb_stream_t *s)
                 k = L->peer_max_payload;
             if (k <= 0)
                 return; /* wait for CREDIT */
-            struct iovec part[64];
-            int np = 0;
-            size_t left = (size_t)k;
-            for (int i = 0; i < n && left > 0; i++) {
-                part[np].iov_base = iov[i].iov_base;
-                part[np].iov_len = iov[i].iov_len < left ? iov[i].iov_len
-                                                         : left;
-                left -= part[np].iov_len;
-                np++;
-            }
-            if (left > 0) { /* more fragments than iov entries */
-                k -= (int64_t)left;
-            }
-            rc = sp_link_sendv(L, SP_FT_BODY, s->id, s->gen, part, np);
+            k = (int64_t)sp_iov_trim(iov, &n, (size_t)k);
+            rc = sp_link_sendv(L, SP_FT_BODY, s->id, s->gen, iov, n);
             if (rc == SP_EAGAIN) {
                 s->link->blocked = 1;
                 return;

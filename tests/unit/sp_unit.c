@@ -40,6 +40,7 @@ int main(void)
     srunner_add_suite(sr, suite_seghdr());
     srunner_add_suite(sr, suite_mark());
     srunner_add_suite(sr, suite_ring());
+    srunner_add_suite(sr, suite_ring_extra());
     srunner_add_suite(sr, suite_slots());
     srunner_add_suite(sr, suite_pool());
     srunner_add_suite(sr, suite_sess());

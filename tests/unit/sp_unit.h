@@ -14,6 +14,7 @@ Suite *suite_crc(void);
 Suite *suite_seghdr(void);
 Suite *suite_mark(void);
 Suite *suite_ring(void);
+Suite *suite_ring_extra(void);
 Suite *suite_slots(void);
 Suite *suite_pool(void);
 Suite *suite_sess(void);

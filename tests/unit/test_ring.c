@@ -1362,3 +1362,35 @@ Suite *suite_ring(void)
     suite_add_tcase(s, tc);
     return s;
 }
+
+/* sp_iov_trim: the prefix of a peeked message that fits a frame/credit. */
+START_TEST(ring_iov_trim)
+{
+    char a[10], b[20], c[30];
+    struct iovec iov[3] = {{a, 10}, {b, 20}, {c, 30}};
+    int n = 3;
+    ck_assert_uint_eq(sp_iov_trim(iov, &n, 25), 25);
+    ck_assert_int_eq(n, 2);
+    ck_assert_uint_eq(iov[0].iov_len, 10);
+    ck_assert_uint_eq(iov[1].iov_len, 15);
+    struct iovec all[2] = {{a, 10}, {b, 20}};
+    n = 2;
+    ck_assert_uint_eq(sp_iov_trim(all, &n, 1000), 30);
+    ck_assert_int_eq(n, 2);
+    n = 2;
+    ck_assert_uint_eq(sp_iov_trim(all, &n, 10), 10);
+    ck_assert_int_eq(n, 1);
+    n = 1;
+    ck_assert_uint_eq(sp_iov_trim(all, &n, 0), 0);
+    ck_assert_int_eq(n, 0);
+}
+END_TEST
+
+Suite *suite_ring_extra(void)
+{
+    Suite *s = suite_create("ring_iov");
+    TCase *tc = tcase_create("ring_iov");
+    tcase_add_test(tc, ring_iov_trim);
+    suite_add_tcase(s, tc);
+    return s;
+}
