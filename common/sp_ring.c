@@ -105,6 +105,7 @@ void sp_ring_reset(sp_ring_t *r)
     r->res_nseg = 0;
     r->res_len = 0;
     r->wake_poller = 0;
+    r->wake_pending = 0;
     sp_store_relaxed(&r->ctl->sender_waiting, SP_RING_WAIT_NONE);
     sp_store_relaxed(&r->ctl->receiver_waiting, SP_RING_WAIT_NONE);
     sp_store_release(&r->ctl->tail, 0);
@@ -133,14 +134,50 @@ static uint32_t segs_for(const sp_ring_t *r, size_t len)
 
 /* After a store-release of head (producer) or tail (consumer): wake the
  * other side if it declared itself.  Pairs with ring_wait(). */
+/* Wake a peer flagged as sleeping in the futex.  The flag stays set until
+ * the sleeper clears it: a waker that took it (exchange or CAS) could take
+ * the flag of the sleeper's *next* wait, set after the wake-up it sends,
+ * and the following publication would find nobody to wake (ABA).  Batch
+ * publications with sp_ring_defer_wake() to save the repeated calls. */
+static void ring_futex_wake(uint32_t *waiting, uint32_t *word)
+{
+    if (sp_load_relaxed(waiting) == SP_RING_WAIT_FUTEX)
+        sp_futex_wake(word, INT_MAX);
+}
+
 static void ring_wake(sp_ring_t *r, uint32_t *waiting, uint32_t *word)
 {
     sp_fence_full();
     uint32_t w = sp_load_relaxed(waiting); /* ordered by the fence above */
-    if (w == SP_RING_WAIT_FUTEX)
-        sp_futex_wake(word, INT_MAX);
-    else if (w == SP_RING_WAIT_POLL)
+    if (w == SP_RING_WAIT_FUTEX) {
+        if (r->defer_wake) {
+            r->wake_pending |= word == &r->ctl->head ? 1 : 2;
+            return;
+        }
+        ring_futex_wake(waiting, word);
+    } else if (w == SP_RING_WAIT_POLL) {
         r->wake_poller = 1;
+    }
+}
+
+void sp_ring_defer_wake(sp_ring_t *r, int on)
+{
+    r->defer_wake = on;
+    if (!on)
+        sp_ring_wake_flush(r);
+}
+
+int sp_ring_wake_flush(sp_ring_t *r)
+{
+    int pending = r->wake_pending;
+    if (pending == 0)
+        return 0;
+    r->wake_pending = 0;
+    if (pending & 1) /* a publication found the consumer asleep */
+        ring_futex_wake(&r->ctl->receiver_waiting, &r->ctl->head);
+    if (pending & 2) /* a release found the producer asleep */
+        ring_futex_wake(&r->ctl->sender_waiting, &r->ctl->tail);
+    return 1;
 }
 
 /* Wait until *word != old (the peer moved its index), declaring ourselves

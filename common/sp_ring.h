@@ -42,6 +42,12 @@ typedef struct sp_ring {
     /* Set by any call that found the peer flagged SP_RING_WAIT_POLL: the
      * caller must ring the peer's doorbell, then clear it. */
     int wake_poller;
+    /* Deferred wake-ups (sp_ring_defer_wake): publications and releases
+     * only note here that the peer sleeps in a futex; sp_ring_wake_flush()
+     * wakes it once.  A producer that writes several messages in one batch
+     * wakes its consumer once instead of once per message. */
+    int defer_wake;
+    int wake_pending;
 } sp_ring_t;
 
 /* Description of the message at the consumer's position (sp_ring_peek). */
@@ -67,6 +73,14 @@ int sp_ring_attach(sp_ring_t *r, void *mem, size_t avail);
 /* Reset an idle ring to empty (both sides must be quiescent, e.g. when a
  * slot is reclaimed). */
 void sp_ring_reset(sp_ring_t *r);
+
+/* From now on, wake a sleeping peer only in sp_ring_wake_flush() (on) or
+ * at once (off, the default). */
+void sp_ring_defer_wake(sp_ring_t *r, int on);
+
+/* Wake the peer if a deferred publication or release found it asleep.
+ * 1 if a wake-up was due. */
+int sp_ring_wake_flush(sp_ring_t *r);
 
 /* Largest message the ring can carry: nseg * seg_size. */
 size_t sp_ring_capacity(const sp_ring_t *r);

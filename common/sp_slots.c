@@ -19,6 +19,7 @@
 #include "sp_slots.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -290,6 +291,8 @@ void sp_slot_kick(sp_slots_t *t, uint32_t i)
     sp_slot_t *s = sp_slot(t, i);
     sp_fetch_add(&s->kick, 1);
     sp_fence_full(); /* pairs with the fence in sp_slot_wait_kick() */
+    /* The flag is the owner's to clear: taking it here could take the
+     * flag of the owner's next wait (see ring_futex_wake in sp_ring.c). */
     if (sp_load_relaxed(&s->kick_waiting))
         sp_futex_wake(&s->kick, INT_MAX);
 }
@@ -344,6 +347,15 @@ int sp_slots_notify(sp_slots_t *t, uint32_t i)
     sp_fence_full(); /* pairs with the fence in sp_slots_proxy_idle() */
     if (!sp_load_relaxed(&t->live->proxy_waiting) || t->doorbell_fd < 0)
         return 0;
+    /* Take the flag: of several notifications before the proxy runs, only
+     * the first writes the eventfd.  The others' bits are set before the
+     * flag was taken, so the proxy's scan after this wake-up finds them.
+     * A notifier that takes the flag of the proxy's next sleep (it read the
+     * old one as set) still writes the eventfd, whose count stays until the
+     * proxy drains it: an early wake-up at worst, never a lost one. */
+    uint32_t one32 = 1;
+    if (!sp_cas(&t->live->proxy_waiting, &one32, 0))
+        return 0;
     uint64_t one = 1;
     ssize_t n;
     do {
@@ -377,6 +389,39 @@ uint32_t sp_slots_ready_take(sp_slots_t *t, uint32_t *out, uint32_t max)
     return n;
 }
 
+static int slots_any_ready(const sp_slots_t *t)
+{
+    uint64_t words = t->hdr->bitmap_words;
+    for (uint64_t w = 0; w < words; w++)
+        if (sp_load_relaxed(&t->bitmap[w]) != 0)
+            return 1;
+    return 0;
+}
+
+int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin)
+{
+    if (spin == NULL || spin->max_ns == 0)
+        return 0;
+    if (spin->limit_ns == 0)
+        spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
+    int64_t end = sp_now_ns() + spin->limit_ns;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (slots_any_ready(t)) {
+                uint32_t grown = spin->limit_ns * 2 + 1000;
+                spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
+                return 1;
+            }
+            sp_cpu_relax();
+        }
+        if (sp_now_ns() >= end)
+            break;
+        sched_yield(); /* whoever is runnable here goes first */
+    }
+    spin->limit_ns /= 2;
+    return 0;
+}
+
 int sp_slots_proxy_idle(sp_slots_t *t)
 {
     sp_store_relaxed(&t->live->proxy_waiting, 1);
@@ -391,10 +436,10 @@ int sp_slots_proxy_idle(sp_slots_t *t)
     return 0;
 }
 
-void sp_slots_proxy_awake(sp_slots_t *t)
+void sp_slots_proxy_awake(sp_slots_t *t, int rung)
 {
     sp_store_relaxed(&t->live->proxy_waiting, 0);
-    if (t->doorbell_fd >= 0) {
+    if (rung && t->doorbell_fd >= 0) {
         uint64_t v;
         while (read(t->doorbell_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
             ;

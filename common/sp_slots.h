@@ -143,13 +143,23 @@ int sp_slots_notify(sp_slots_t *t, uint32_t i);
  * Returns how many were written to out. */
 uint32_t sp_slots_ready_take(sp_slots_t *t, uint32_t *out, uint32_t max);
 
+/* Before sleeping, when a notification is expected within microseconds
+ * (a request is being served): watch the bitmap for up to spin's budget,
+ * yielding the CPU to anything runnable now and then (on a machine with
+ * few CPUs the notifier may need this one).  1 if a bit came up.  The
+ * budget adapts like sp_spin_until_ne()'s: it grows while polls succeed
+ * and halves when one runs out. */
+int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin);
+
 /* About to sleep: flag the proxy waiting, then re-check the bitmap.
  * Returns 1 if something is ready (the flag is cleared again: do not
  * sleep), 0 if the caller may sleep on the doorbell. */
 int sp_slots_proxy_idle(sp_slots_t *t);
 
-/* Woke up: clear the flag and drain the eventfd. */
-void sp_slots_proxy_awake(sp_slots_t *t);
+/* Woke up: clear the flag, and drain the eventfd if it rang (rung: the
+ * caller's poll reported it readable; only then is there anything to read,
+ * and a notifier that took the flag wrote it exactly once). */
+void sp_slots_proxy_awake(sp_slots_t *t, int rung);
 
 /* Record the calling process as the table's proxy (shown on status pages,
  * and the peer owners wait on). */

@@ -223,6 +223,7 @@ struct pstream {
     int64_t t_wait;      /* waiting for a link since */
     pstream_t *lprev, *lnext; /* on its link */
     pstream_t *wnext;         /* waiting for a link */
+    int wake_queued;          /* on P.wakes */
     sp_ring_t in, out;
 };
 
@@ -251,7 +252,33 @@ static struct {
     plink_t *graveyard;
     int stopping;
     int64_t next_reclaim;
+    /* Slots whose handler may need a wake-up: the rings defer theirs
+     * (sp_ring_defer_wake), so a response head, body and end written in
+     * one pass wake the handler once, after the slot state is final. */
+    uint32_t *wakes;
+    uint32_t nwakes;
 } P;
+
+/* The handler of ps is woken in wakes_flush(), before the proxy sleeps. */
+static void wake_later(pstream_t *ps)
+{
+    if (!ps->wake_queued) {
+        ps->wake_queued = 1;
+        P.wakes[P.nwakes++] = ps->slot;
+    }
+}
+
+static void wakes_flush(void)
+{
+    for (uint32_t k = 0; k < P.nwakes; k++) {
+        pstream_t *ps = &P.streams[P.wakes[k]];
+        ps->wake_queued = 0;
+        sp_ring_wake_flush(&ps->out);
+        sp_ring_wake_flush(&ps->in);
+        sp_slot_kick(P.slots, ps->slot);
+    }
+    P.nwakes = 0;
+}
 
 static void stream_start_on_link(pstream_t *ps);
 
@@ -355,7 +382,7 @@ static void out_push_one(pstream_t *ps, uint32_t type, const void *data,
         sp_ring_write(&ps->out, type, data, len, 0) == 0) {
         if (type == SP_FT_BODY)
             stream_grant(ps, len);
-        sp_slot_kick(P.slots, ps->slot);
+        wake_later(ps);
         return;
     }
     chunk_t *c = malloc(sizeof(*c) + len);
@@ -395,7 +422,7 @@ static int out_flush(pstream_t *ps)
             if (sp_ring_poll_writable(&ps->out, segs))
                 continue;
             if (wrote)
-                sp_slot_kick(P.slots, ps->slot);
+                wake_later(ps);
             return 0; /* the handler's consume rings our doorbell */
         }
         wrote = 1;
@@ -408,7 +435,7 @@ static int out_flush(pstream_t *ps)
     }
     sp_ring_unpoll_writer(&ps->out);
     if (wrote)
-        sp_slot_kick(P.slots, ps->slot);
+        wake_later(ps);
     return 1;
 }
 
@@ -537,16 +564,18 @@ static void stream_forward_body(pstream_t *ps)
                 0)
                 return;
             sp_ring_consume(&ps->in, msg.remaining);
-            sp_slot_kick(P.slots, ps->slot);
+            wake_later(ps);
             ps->req_done = 1;
             return;
         }
         if (msg.type != SP_FT_BODY) {
             sp_ring_consume(&ps->in, msg.remaining);
+            wake_later(ps);
             continue;
         }
         if (msg.remaining == 0) {
             sp_ring_consume(&ps->in, 0);
+            wake_later(ps);
             continue;
         }
         int64_t k = (int64_t)msg.remaining;
@@ -565,7 +594,7 @@ static void stream_forward_body(pstream_t *ps)
         if (rc < 0)
             return;
         sp_ring_consume(&ps->in, (size_t)k);
-        sp_slot_kick(P.slots, ps->slot);
+        wake_later(ps);
         ps->send_credit -= k;
         if (!(slot->flags & SP_SLOTF_BODY_CONSUMED)) {
             sp_fetch_or(&slot->flags, SP_SLOTF_BODY_CONSUMED);
@@ -642,8 +671,10 @@ static void stream_begin(uint32_t i)
     int n = sp_ring_peek(&ps->in, &msg, iov, 64);
     if (n < 0 || msg.type != SP_FT_REQUEST_HEAD || msg.remaining == 0 ||
         msg.remaining > (1u << 24)) {
-        if (n >= 0)
+        if (n >= 0) {
             sp_ring_consume(&ps->in, msg.remaining);
+            wake_later(ps);
+        }
         /* Only a proxy child that died after taking the head (while the
          * request waited for a link) leaves a slot like this; nothing
          * reached a backend, so this is "try again", not a server error. */
@@ -663,6 +694,7 @@ static void stream_begin(uint32_t i)
     }
     ps->head_len = (uint32_t)got;
     sp_ring_consume(&ps->in, msg.remaining);
+    wake_later(ps);
     stream_start_on_link(ps);
 }
 
@@ -1193,7 +1225,9 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
     P.ep = epoll_create1(EPOLL_CLOEXEC);
     P.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     P.streams = calloc(slots->nslots, sizeof(*P.streams));
-    if (P.sigfd < 0 || P.ep < 0 || P.timerfd < 0 || P.streams == NULL) {
+    P.wakes = calloc(slots->nslots, sizeof(*P.wakes));
+    if (P.sigfd < 0 || P.ep < 0 || P.timerfd < 0 || P.streams == NULL ||
+        P.wakes == NULL) {
         plog("SPM0202", "proxy child cannot start: %s", strerror(errno));
         _exit(70);
     }
@@ -1201,6 +1235,8 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
         P.streams[i].slot = i;
         sp_slot_ring_in(slots, i, &P.streams[i].in);
         sp_slot_ring_out(slots, i, &P.streams[i].out);
+        sp_ring_defer_wake(&P.streams[i].in, 1);
+        sp_ring_defer_wake(&P.streams[i].out, 1);
     }
     for (int bi = 0; bi < conf->nbackends; bi++) {
         pbackend_t *b = &P.backends[bi];
@@ -1248,6 +1284,7 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
             for (uint32_t k = 0; k < n; k++)
                 slot_event(ready[k]);
         links_flush();
+        wakes_flush();
         graveyard_free();
         if (P.stopping) {
             int busy = 0;
@@ -1261,7 +1298,7 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
         }
         int timeout = sp_slots_proxy_idle(slots) ? 0 : -1;
         int ne = epoll_wait(P.ep, evs, 64, timeout);
-        sp_slots_proxy_awake(slots);
+        sp_slots_proxy_awake(slots, 0);
         for (int e = 0; e < ne; e++) {
             ev_tag_t *t = evs[e].data.ptr;
             switch (t->kind) {
@@ -1284,6 +1321,9 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
                     P.stopping = 1;
                 break;
             }
+            case EV_DOORBELL:
+                sp_slots_proxy_awake(slots, 1); /* drain it */
+                break;
             default:
                 break;
             }

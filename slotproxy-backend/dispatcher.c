@@ -106,7 +106,7 @@ struct spb_stream {
     int64_t send_credit; /* response BODY bytes we may still send */
     int64_t recv_window; /* request BODY bytes the frontend may still send */
     unsigned end_rx : 1, head_tx : 1, end_tx : 1, accept_tx : 1,
-        aborted : 1, hashed : 1;
+        aborted : 1, hashed : 1, unaccepted : 1;
     int64_t t_start;
     int64_t deadline; /* queue deadline, then request deadline */
     spb_stream_t *hnext;
@@ -116,6 +116,10 @@ struct spb_stream {
 
 #define HASH_BUCKETS 16384
 #define TICK_NS (100 * 1000000LL)
+/* A worker does not wake us when it takes a request: ACCEPT goes out with
+ * the first response bytes, or at the latest this long after the worker
+ * took the request (accept_scan()). */
+#define ACCEPT_DELAY_NS (200 * 1000LL)
 #define MAX_UNKNOWN_FRAMES 1024
 /* Request-head limits: the worker's (worker.c W_MAX_FIELDS, 1 MiB). */
 #define HEAD_MAX_FIELDS 1000
@@ -148,6 +152,9 @@ static struct {
     int stopping;
     int64_t stop_deadline;
     int64_t kill_deadline;
+    int64_t accept_due; /* next accept_scan(), 0 = no stream waits for it */
+    int n_unaccepted;   /* assigned streams without their ACCEPT yet */
+    sp_spin_t poll;     /* budget of sp_slots_poll_ready() before sleeping */
     sp_ident_t self;
     /* counters for the log on exit */
     uint64_t n_requests, n_503, n_504, n_502;
@@ -225,8 +232,22 @@ static void pend_free(spb_stream_t *s)
     s->pend_last = NULL;
 }
 
+/* ACCEPT is (being) sent, or will never be: stop counting the stream. */
+static void stream_accepted(spb_stream_t *s)
+{
+    s->accept_tx = 1;
+    if (s->unaccepted) {
+        s->unaccepted = 0;
+        S.n_unaccepted--;
+    }
+}
+
 static void stream_free(spb_stream_t *s)
 {
+    if (s->unaccepted) {
+        s->unaccepted = 0;
+        S.n_unaccepted--;
+    }
     stream_unlink_link(s);
     if (s->state == S_QUEUED)
         queue_remove(s);
@@ -301,9 +322,12 @@ static int worker_should_retire(const spb_worker_t *w)
 
 static void worker_retire(spb_worker_t *w)
 {
-    uint32_t from = w->state == SPB_W_IDLE ? SP_SLOT_IDLE : SP_SLOT_DONE;
-    if (sp_slot_transition(&S.slots, w->slot, from, SP_SLOT_CANCELLED, NULL) ==
-        0)
+    /* IDLE (waiting for work, or back from a request by itself) or DONE
+     * (waiting for our hand-back); anything else is not ours to change. */
+    uint32_t from = sp_mark_get(&sp_slot(&S.slots, w->slot)->state);
+    if ((from == SP_SLOT_IDLE || from == SP_SLOT_DONE) &&
+        sp_slot_transition(&S.slots, w->slot, from, SP_SLOT_CANCELLED,
+                           NULL) == 0)
         w->state = SPB_W_RETIRING;
 }
 
@@ -324,7 +348,12 @@ static void stream_assign(spb_stream_t *s, spb_worker_t *w)
     w->stream = s;
     w->state = SPB_W_BUSY;
     w->timed_out = 0;
-    sp_slot(&S.slots, w->slot)->t_claim_ns = sp_now_ns();
+    int64_t now = sp_now_ns();
+    sp_slot(&S.slots, w->slot)->t_claim_ns = now;
+    s->unaccepted = 1;
+    S.n_unaccepted++;
+    if (S.accept_due == 0)
+        S.accept_due = now + ACCEPT_DELAY_NS;
     /* Publishes the head; pairs with the worker's sp_slot_wait(IDLE). */
     sp_slot_transition(&S.slots, w->slot, SP_SLOT_IDLE, SP_SLOT_QUEUED, NULL);
     stream_pump(s);
@@ -354,7 +383,8 @@ static spb_worker_t *worker_find_idle(void)
     return NULL;
 }
 
-/* The worker said DONE and its in ring is empty: the stream is over. */
+/* The worker said DONE (or went back to IDLE by itself) and its in ring is
+ * empty: the stream is over. */
 static void stream_finish(spb_stream_t *s)
 {
     spb_worker_t *w = s->worker;
@@ -375,6 +405,7 @@ static void stream_finish(spb_stream_t *s)
         worker_retire(w);
         return;
     }
+    /* After DONE the worker waits for this; from IDLE it is a no-op. */
     sp_slot_transition(&S.slots, w->slot, SP_SLOT_DONE, SP_SLOT_IDLE, NULL);
     worker_idle(w);
 }
@@ -442,7 +473,7 @@ static void drain_in(spb_stream_t *s)
             /* The worker writes here only after it took the stream, but it
              * may have done so (and its whole response) after stream_pump
              * looked at WAS_ACCEPTED: ACCEPT must still come first. */
-            s->accept_tx = 1;
+            stream_accepted(s);
             sp_link_send(L, SP_FT_ACCEPT, s->id, s->gen, NULL, 0);
         }
         switch (msg.type) {
@@ -531,7 +562,7 @@ static void stream_pump(spb_stream_t *s)
     sp_slot_t *slot = sp_slot(&S.slots, w->slot);
     if (!s->accept_tx && (sp_load_acquire(&slot->flags) &
                           SP_SLOTF_WAS_ACCEPTED)) {
-        s->accept_tx = 1;
+        stream_accepted(s);
         if (s->link && !s->aborted)
             sp_link_send(&s->link->l, SP_FT_ACCEPT, s->id, s->gen, NULL, 0);
     }
@@ -542,9 +573,32 @@ static void stream_pump(spb_stream_t *s)
     drain_in(s);
     if (s->worker == NULL)
         return;
-    if (sp_mark_get(&slot->state) == SP_SLOT_DONE &&
+    /* IDLE while the stream is ours: the worker finished the request by
+     * itself (worker.c); read the state before the ring, which it wrote
+     * before it changed the state. */
+    uint32_t st = sp_mark_get(&slot->state);
+    if ((st == SP_SLOT_DONE || st == SP_SLOT_IDLE) &&
         sp_ring_used(&w->in) == 0)
         stream_finish(s);
+}
+
+/* Streams whose worker took them without telling us (it notifies with its
+ * first output): send their ACCEPT now.  Returns 1 if some stream still
+ * waits for a worker to take it. */
+static int accept_scan(void)
+{
+    int waiting = 0;
+    for (int i = 0; i < S.nworkers_max; i++) {
+        spb_stream_t *s = S.workers[i].stream;
+        if (s == NULL || s->accept_tx || s->aborted || s->link == NULL)
+            continue;
+        if (sp_load_acquire(&sp_slot(&S.slots, S.workers[i].slot)->flags) &
+            SP_SLOTF_WAS_ACCEPTED)
+            stream_pump(s);
+        else
+            waiting = 1;
+    }
+    return waiting;
 }
 
 static void worker_event(spb_worker_t *w)
@@ -1206,7 +1260,7 @@ static void on_worker_exit(pid_t pid, int status)
         if (!s->aborted && !s->accept_tx && s->link != NULL &&
             (sp_load_acquire(&sp_slot(&S.slots, w->slot)->flags) &
              SP_SLOTF_WAS_ACCEPTED)) {
-            s->accept_tx = 1;
+            stream_accepted(s);
             sp_link_send(&s->link->l, SP_FT_ACCEPT, s->id, s->gen, NULL, 0);
         }
         drain_in(s);
@@ -1504,6 +1558,7 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
     }
     link_config_set(cfg);
     S.self = sp_ident_self();
+    S.poll = (sp_spin_t)SP_SPIN_INIT(50000);
     for (int i = 0; i < cfg->workers; i++)
         worker_spawn(&S.workers[i]);
     SPB_WARN("SPB0903", "slotproxy-backend %s ready: %d workers, %d "
@@ -1517,11 +1572,32 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
         links_flush();
         if (S.stopping && live_workers() == 0)
             break;
-        int timeout = -1;
-        if (sp_slots_proxy_idle(&S.slots))
-            timeout = 0;
-        int n = epoll_wait(S.ep, evs, 64, timeout);
-        sp_slots_proxy_awake(&S.slots);
+        struct timespec ts, *timeout = NULL;
+        if (S.n_unaccepted == 0)
+            S.accept_due = 0;
+        if (S.accept_due != 0) {
+            int64_t now = sp_now_ns();
+            if (now >= S.accept_due) {
+                S.accept_due = accept_scan() ? now + ACCEPT_DELAY_NS : 0;
+                links_flush();
+            }
+            if (S.accept_due != 0) {
+                int64_t d = S.accept_due - now;
+                ts.tv_sec = 0;
+                ts.tv_nsec = d > 0 ? d : 0;
+                timeout = &ts;
+            }
+        }
+        /* A worker is on a request: its answer usually comes within
+         * microseconds, sooner than a sleep and a wake-up would take. */
+        if (busy_workers() > 0)
+            sp_slots_poll_ready(&S.slots, &S.poll);
+        if (sp_slots_proxy_idle(&S.slots)) {
+            ts.tv_sec = ts.tv_nsec = 0;
+            timeout = &ts;
+        }
+        int n = epoll_pwait2(S.ep, evs, 64, timeout, NULL);
+        sp_slots_proxy_awake(&S.slots, 0);
         for (int i = 0; i < n; i++) {
             ev_tag_t *t = evs[i].data.ptr;
             switch (t->kind) {
@@ -1536,8 +1612,9 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
                 /* EPOLLOUT: links_flush() below writes. */
                 break;
             }
-            case EV_DOORBELL:
-                break; /* process_ready() at the top of the loop */
+            case EV_DOORBELL: /* process_ready() at the top of the loop */
+                sp_slots_proxy_awake(&S.slots, 1); /* drain it */
+                break;
             case EV_SIGNAL:
                 on_signals();
                 break;

@@ -47,6 +47,7 @@ typedef struct wreq {
     int aborted;
     int head_sent;
     int end_sent;
+    int unnotified; /* written since the dispatcher was last notified */
     int status;
     char reason[128];
     sp_kv_t resp_kv[W_MAX_RESP_HEADERS];
@@ -79,8 +80,29 @@ static void w_after_consume(wreq_t *w)
     }
 }
 
+/* Tell the dispatcher what we did since the last time: one notification
+ * (one wake-up of a sleeping dispatcher, and one link write for ACCEPT,
+ * head, body and end) per flush, end of response or wait, instead of one
+ * per message.  docs/applications.md: output leaves at flush() or when the
+ * handler returns. */
+static void w_notify(wreq_t *w)
+{
+    w->unnotified = 0;
+    sp_slots_notify(w->slots, w->slot);
+}
+
 static int w_ring_write(wreq_t *w, unsigned type, const void *buf, size_t len)
 {
+    /* Without waiting first: the common case leaves the notification for
+     * later. */
+    if (w_is_aborted(w))
+        return -1;
+    if (sp_ring_write(w->in, type, buf, len, 0) == 0) {
+        w->unnotified = 1;
+        return 0;
+    }
+    /* Full: the dispatcher must drain what we wrote before we can go on. */
+    w_notify(w);
     for (;;) {
         if (w_is_aborted(w))
             return -1;
@@ -88,7 +110,7 @@ static int w_ring_write(wreq_t *w, unsigned type, const void *buf, size_t len)
         int rc = sp_ring_write(w->in, type, buf, len,
                                slice < w->deadline_ns ? slice : w->deadline_ns);
         if (rc == 0) {
-            sp_slots_notify(w->slots, w->slot);
+            w->unnotified = 1;
             return 0;
         }
         if (rc == SP_ETIMEDOUT && sp_now_ns() < w->deadline_ns)
@@ -125,6 +147,10 @@ static long w_read(slotproxy_request_t *r, void *buf, size_t len)
         struct iovec iov[64];
         int n = sp_ring_peek(w->out, &msg, iov, 64);
         if (n == SP_EAGAIN) {
+            /* About to wait for the body: let the dispatcher see that we
+             * took the request (ACCEPT) and what we answered so far. */
+            if (w->unnotified)
+                w_notify(w);
             int64_t slice = sp_now_ns() + W_WAIT_SLICE_NS;
             int rc = sp_ring_wait_readable(
                 w->out, slice < w->deadline_ns ? slice : w->deadline_ns);
@@ -261,7 +287,10 @@ static long w_write(slotproxy_request_t *r, const void *buf, size_t len)
 static int w_flush(slotproxy_request_t *r)
 {
     wreq_t *w = wreq_of(r);
-    return w_send_head(w) < 0 || w_is_aborted(w) ? -1 : 0;
+    if (w_send_head(w) < 0 || w_is_aborted(w))
+        return -1;
+    w_notify(w);
+    return 0;
 }
 
 static int w_aborted(slotproxy_request_t *r)
@@ -468,14 +497,25 @@ void spb_worker_main(const spb_config_t *cfg, sp_handler_t *handlers,
                     sp_slot_state_name((uint32_t)st));
             break;
         }
+        /* No notification: the dispatcher sends ACCEPT with the response,
+         * or from its ACCEPT scan if the application takes longer (see
+         * accept_scan() in dispatcher.c). */
         sp_slot_transition(slots, slot, SP_SLOT_QUEUED, SP_SLOT_ACCEPTED,
                            NULL);
-        sp_slots_notify(slots, slot);
         w_serve(cfg, handlers, nhandlers, slots, slot, &out, &in, &master,
                 headbuf, headcap, kv, hdrs, w);
         uint32_t cur = sp_mark_get(&sp_slot(slots, slot)->state);
-        sp_slot_transition(slots, slot, cur, SP_SLOT_DONE, NULL);
-        sp_slots_notify(slots, slot);
+        /* A request read to its END and answered to its END leaves nothing
+         * for the dispatcher to clean up: we go back to IDLE ourselves and
+         * the dispatcher finishes the stream when it has passed our END on
+         * (one wake-up less for us per request, one for the dispatcher).
+         * Otherwise DONE, and the dispatcher drains and hands back. */
+        int clean = w->body_done && w->end_sent && !w_is_aborted(w);
+        sp_slot_transition(slots, slot, cur,
+                           clean ? SP_SLOT_IDLE : SP_SLOT_DONE, NULL);
+        w_notify(w);
+        if (clean)
+            continue;
         /* Wait for the dispatcher to drain and hand the slot back. */
         for (;;) {
             st = sp_slot_wait(slots, slot, SP_SLOT_DONE,

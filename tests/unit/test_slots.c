@@ -329,13 +329,22 @@ START_TEST(slots_ready_bitmap)
     ck_assert_int_eq(poll(&pfd, 1, 0), 0);
     ck_assert_int_eq(sp_slots_notify(&tab, 7), 1);
     ck_assert_int_eq(poll(&pfd, 1, 0), 1);
-    sp_slots_proxy_awake(&tab);
+    /* The first notification took the flag: the next one does not ring. */
+    ck_assert_uint_eq(tab.live->proxy_waiting, 0);
+    ck_assert_int_eq(sp_slots_notify(&tab, 8), 0);
+    uint64_t cnt = 0;
+    ck_assert_int_eq(read(tab.doorbell_fd, &cnt, sizeof(cnt)), sizeof(cnt));
+    ck_assert_uint_eq(cnt, 1);
+    ck_assert_int_eq(sp_slots_notify(&tab, 7), 0);
+    ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+    sp_slots_proxy_awake(&tab, 0);
     ck_assert_int_eq(poll(&pfd, 1, 0), 0);
     /* Idle with something ready: do not sleep. */
     ck_assert_int_eq(sp_slots_proxy_idle(&tab), 1);
     ck_assert_uint_eq(tab.live->proxy_waiting, 0);
-    ck_assert_uint_eq(sp_slots_ready_take(&tab, out, 200), 1);
+    ck_assert_uint_eq(sp_slots_ready_take(&tab, out, 200), 2);
     ck_assert_uint_eq(out[0], 7);
+    ck_assert_uint_eq(out[1], 8);
     /* Out-of-range indices are ignored. */
     ck_assert_int_eq(sp_slots_notify(&tab, 130), 0);
     ck_assert_uint_eq(sp_slots_ready_take(&tab, out, 200), 0);
@@ -370,7 +379,7 @@ START_TEST(slots_doorbell_no_lost_wakeup)
             if (n == 0 && !sp_slots_proxy_idle(&tab)) {
                 if (epoll_wait(ep, &ev, 1, 10000) == 0)
                     _exit(3); /* slept 10 s: a doorbell was lost */
-                sp_slots_proxy_awake(&tab);
+                sp_slots_proxy_awake(&tab, 1);
             }
         }
         _exit(0);
