@@ -20,6 +20,9 @@
  *              truncated and oversized frames, unknown streams
  *   reload     (test_backend_reload.c) HUP under load, HUP with a broken
  *              configuration
+ *   accept     (test_backend_accept.c) ACCEPT timing: early for a slow
+ *              application, first for a fast one, not before a worker
+ *              takes a queued request
  *
  * Every test starts its own backend and ends with spt_backend_finish():
  * exit status 0 and no [error]/[warn] line but the tags it expects.
@@ -591,5 +594,6 @@ Suite *suite_backend(void)
     tb_add_fail_cases(s);
     tb_add_peer_cases(s);
     tb_add_reload_cases(s);
+    tb_add_accept_cases(s);
     return s;
 }

@@ -27,5 +27,6 @@ void tb_hello(spc_t *c, uint32_t id, int timeout_ms);
 void tb_add_fail_cases(Suite *s);
 void tb_add_peer_cases(Suite *s);
 void tb_add_reload_cases(Suite *s);
+void tb_add_accept_cases(Suite *s);
 
 #endif
