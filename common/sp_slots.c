@@ -414,12 +414,18 @@ int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin)
             }
             sp_cpu_relax();
         }
-        if (sp_now_ns() >= end)
+        if (sp_now_ns() >= end || !sp_yield_idle())
             break;
-        sched_yield(); /* whoever is runnable here goes first */
     }
     spin->limit_ns /= 2;
     return 0;
+}
+
+int sp_yield_idle(void)
+{
+    int64_t t0 = sp_now_ns();
+    sched_yield(); /* whoever is runnable here goes first */
+    return sp_now_ns() - t0 < SP_YIELD_BUSY_NS;
 }
 
 int sp_slots_proxy_idle(sp_slots_t *t)
