@@ -119,7 +119,7 @@ struct spb_stream {
 /* A worker does not wake us when it takes a request: ACCEPT goes out with
  * the first response bytes, or at the latest this long after the worker
  * took the request (accept_scan()). */
-#define ACCEPT_DELAY_NS (200 * 1000LL)
+#define ACCEPT_DELAY_NS (100 * 1000LL)
 #define MAX_UNKNOWN_FRAMES 1024
 /* Request-head limits: the worker's (worker.c W_MAX_FIELDS, 1 MiB). */
 #define HEAD_MAX_FIELDS 1000

@@ -23,6 +23,8 @@
  * flush(), or when handle() returns; after that set_status() and
  * add_header() fail.  write() blocks only while the client (through the
  * link's flow control) is not draining; it never buffers the whole body.
+ * Written bytes leave the worker at the next flush(), when the slot's ring
+ * is full, when read() waits for more body, or when handle() returns.
  *
  * Aborts.  When the client goes away or the frontend cancels the request,
  * aborted() turns true and read()/write() return -1: the application should
