@@ -1,7 +1,7 @@
 /*
  * test_backend_accept.c - when ACCEPT reaches the frontend.  Workers do
  * not tell the dispatcher when they take a request: it sends ACCEPT with
- * the worker's first response output, or from its scan at most ~200 us
+ * the worker's first response output, or from its scan at most ~100 us (ACCEPT_DELAY_NS)
  * after the worker took the request (accept_scan() in dispatcher.c).
  * Through a real link, frame by frame and timed as they arrive:
  *
