@@ -11,6 +11,7 @@
 #include "sp_mark.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -67,6 +68,13 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
     }
     spin->limit_ns /= 2;
     return 0;
+}
+
+int sp_yield_idle(void)
+{
+    int64_t t0 = sp_now_ns();
+    sched_yield(); /* whoever is runnable here goes first */
+    return sp_now_ns() - t0 < SP_YIELD_BUSY_NS;
 }
 
 void sp_mark_init(sp_mark_t *m, uint32_t state)

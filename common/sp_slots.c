@@ -19,7 +19,6 @@
 #include "sp_slots.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -419,13 +418,6 @@ int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin)
     }
     spin->limit_ns /= 2;
     return 0;
-}
-
-int sp_yield_idle(void)
-{
-    int64_t t0 = sp_now_ns();
-    sched_yield(); /* whoever is runnable here goes first */
-    return sp_now_ns() - t0 < SP_YIELD_BUSY_NS;
 }
 
 int sp_slots_proxy_idle(sp_slots_t *t)

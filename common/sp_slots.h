@@ -151,12 +151,6 @@ uint32_t sp_slots_ready_take(sp_slots_t *t, uint32_t *out, uint32_t max);
  * and halves when one runs out. */
 int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin);
 
-/* Give the CPU to whatever else is runnable on it; 1 if that took less
- * than SP_YIELD_BUSY_NS (nobody else wanted this CPU for long: polling
- * costs nothing here), 0 if other work ran (stop polling, sleep). */
-#define SP_YIELD_BUSY_NS 15000
-int sp_yield_idle(void);
-
 /* About to sleep: flag the proxy waiting, then re-check the bitmap.
  * Returns 1 if something is ready (the flag is cleared again: do not
  * sleep), 0 if the caller may sleep on the doorbell. */

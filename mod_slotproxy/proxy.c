@@ -1266,7 +1266,7 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
     P.streams = calloc(slots->nslots, sizeof(*P.streams));
     P.wakes = calloc(slots->nslots, sizeof(*P.wakes));
     P.poll = (sp_spin_t)SP_SPIN_INIT(100000);
-    P.bitmap_poll = (sp_spin_t){2000, 2000};
+    P.bitmap_poll = (sp_spin_t)SP_SPIN_INIT(2000);
     if (P.sigfd < 0 || P.ep < 0 || P.timerfd < 0 || P.streams == NULL ||
         P.wakes == NULL) {
         plog("SPM0202", "proxy child cannot start: %s", strerror(errno));
