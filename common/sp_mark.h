@@ -65,7 +65,7 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin);
 /* Give the CPU to whatever else is runnable on it; 1 if that took less
  * than SP_YIELD_BUSY_NS (nobody else wanted this CPU for long: polling
  * costs nothing here), 0 if other work ran (stop polling, sleep). */
-#define SP_YIELD_BUSY_NS 15000
+#define SP_YIELD_BUSY_NS 3000
 int sp_yield_idle(void);
 
 #endif /* SP_MARK_H */
