@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -397,21 +398,27 @@ static int slots_any_ready(const sp_slots_t *t)
     return 0;
 }
 
-int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin)
+int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
+                         int max, sp_spin_t *spin)
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
     if (spin->limit_ns == 0)
         spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
     int64_t end = sp_now_ns() + spin->limit_ns;
+    int n = 0;
     for (;;) {
-        for (int i = 0; i < 32; i++) {
-            if (slots_any_ready(t)) {
-                uint32_t grown = spin->limit_ns * 2 + 1000;
-                spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
-                return 1;
-            }
+        for (int i = 0; i < 16 && n == 0; i++) {
+            if (slots_any_ready(t))
+                n = -1;
             sp_cpu_relax();
+        }
+        if (n == 0 && (n = epoll_wait(ep, evs, max, 0)) < 0)
+            n = 0; /* EINTR: the caller's loop looks again */
+        if (n != 0) {
+            uint32_t grown = spin->limit_ns * 2 + 1000;
+            spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
+            return n;
         }
         if (sp_now_ns() >= end || !sp_yield_idle())
             break;

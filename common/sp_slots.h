@@ -143,13 +143,17 @@ int sp_slots_notify(sp_slots_t *t, uint32_t i);
  * Returns how many were written to out. */
 uint32_t sp_slots_ready_take(sp_slots_t *t, uint32_t *out, uint32_t max);
 
-/* Before sleeping, when a notification is expected within microseconds
- * (a request is being served): watch the bitmap for up to spin's budget,
- * yielding the CPU to anything runnable now and then (on a machine with
- * few CPUs the notifier may need this one).  1 if a bit came up.  The
- * budget adapts like sp_spin_until_ne()'s: it grows while polls succeed
- * and halves when one runs out. */
-int sp_slots_poll_ready(sp_slots_t *t, sp_spin_t *spin);
+/* Before sleeping in epoll on ep, when an answer is expected within
+ * microseconds (a request is out): watch the ready bitmap and ep (without
+ * waiting) for up to spin's budget, yielding the CPU between rounds and
+ * giving up as soon as a yield shows that something else wants the CPU
+ * (sp_yield_idle()).  Returns the number of events written to evs, -1 if
+ * only ready bits came up, 0 if nothing did.  The budget adapts like
+ * sp_spin_until_ne()'s: it grows while polls succeed, halves when one runs
+ * out. */
+struct epoll_event;
+int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
+                         int max, sp_spin_t *spin);
 
 /* About to sleep: flag the proxy waiting, then re-check the bitmap.
  * Returns 1 if something is ready (the flag is cleared again: do not

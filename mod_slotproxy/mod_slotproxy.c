@@ -1216,7 +1216,7 @@ typedef struct slotproxy_snap {
     int32_t proxy_pid;
     int proxy_alive;
     int64_t proxy_uptime_s; /* -1 unknown */
-    uint64_t proxy_restarts;
+    uint64_t proxy_restarts, output_stalls;
     uint32_t nslots, nregular, noverflow, inflight, limit;
     uint32_t counts[SP_SLOT_NSTATES];
     uint32_t admitted, queued;
@@ -1253,6 +1253,7 @@ static void slotproxy_snapshot(slotproxy_snap_t *sn)
         sn->proxy_uptime_s =
             slotproxy_uptime_since(sp_load_relaxed(&sh->proxy_start));
     sn->proxy_restarts = sp_load_relaxed(&sh->proxy_restarts);
+    sn->output_stalls = sp_load_relaxed(&sh->output_stalls);
     sn->nslots = rt->slots.nslots;
     sn->nregular = rt->slots.nregular;
     sn->noverflow = sn->nslots - sn->nregular;
@@ -1300,9 +1301,9 @@ static void slotproxy_status_json(request_rec *r, const slotproxy_snap_t *sn)
                sn->generation, sn->mpm_gen);
     ap_rprintf(r,
                "\"proxy\":{\"pid\":%d,\"alive\":%s,\"uptime_s\":%" PRId64
-               ",\"restarts\":%" PRIu64 "},\n",
+               ",\"restarts\":%" PRIu64 ",\"output_stalls\":%" PRIu64 "},\n",
                (int)sn->proxy_pid, sn->proxy_alive ? "true" : "false",
-               sn->proxy_uptime_s, sn->proxy_restarts);
+               sn->proxy_uptime_s, sn->proxy_restarts, sn->output_stalls);
     ap_rprintf(r,
                "\"slots\":{\"total\":%u,\"regular\":%u,\"overflow\":%u,"
                "\"inflight\":%u,\"buffer_size\":%u,\"by_state\":{",
@@ -1383,6 +1384,7 @@ static void slotproxy_status_auto(request_rec *r, const slotproxy_snap_t *sn,
     ap_rprintf(r, "%sProxyPid: %d\n", pfx, (int)sn->proxy_pid);
     ap_rprintf(r, "%sProxyAlive: %d\n", pfx, sn->proxy_alive);
     ap_rprintf(r, "%sProxyRestarts: %" PRIu64 "\n", pfx, sn->proxy_restarts);
+    ap_rprintf(r, "%sOutputStalls: %" PRIu64 "\n", pfx, sn->output_stalls);
     ap_rprintf(r, "%sSlots: %u\n", pfx, sn->nslots);
     ap_rprintf(r, "%sInflight: %u\n", pfx, sn->inflight);
     ap_rprintf(r, "%sInflightLimit: %u\n", pfx, sn->limit);

@@ -257,8 +257,7 @@ static struct {
      * one pass wake the handler once, after the slot state is final. */
     uint32_t *wakes;
     uint32_t nwakes;
-    sp_spin_t poll;        /* poll_events() budget */
-    sp_spin_t bitmap_poll; /* one short look at the bitmap per round */
+    sp_spin_t poll; /* sp_slots_poll_events() budget */
 } P;
 
 /* Requests out on a link, waiting for their answers. */
@@ -267,34 +266,6 @@ static int streams_on_links(void)
     for (int bi = 0; bi < P.conf->nbackends; bi++)
         if (sp_load_relaxed(&P.backends[bi].sh->outstanding) > 0)
             return 1;
-    return 0;
-}
-
-/* With requests out on a link, their answers usually come back sooner than
- * a sleep and a wake-up take: look at the links and the ready bitmap for a
- * while (P.poll's adaptive budget), yielding the CPU to whatever is
- * runnable in between, before sleeping in epoll.  Events found: their
- * count; only ready bits: -1; nothing within the budget: 0. */
-static int poll_events(struct epoll_event *evs, int max)
-{
-    sp_spin_t *spin = &P.poll;
-    if (spin->max_ns == 0)
-        return 0;
-    if (spin->limit_ns == 0)
-        spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
-    int64_t end = sp_now_ns() + spin->limit_ns;
-    for (;;) {
-        int n = epoll_wait(P.ep, evs, max, 0);
-        int ready = n > 0 || sp_slots_poll_ready(P.slots, &P.bitmap_poll);
-        if (ready) {
-            uint32_t grown = spin->limit_ns * 2 + 1000;
-            spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
-            return n > 0 ? n : -1;
-        }
-        if (sp_now_ns() >= end || !sp_yield_idle())
-            break;
-    }
-    spin->limit_ns /= 2;
     return 0;
 }
 
@@ -393,6 +364,7 @@ static void stream_grant(pstream_t *ps, uint32_t len)
  * credit goes back to the backend as bytes enter the ring. */
 static void out_push_one(pstream_t *ps, uint32_t type, const void *data,
                          uint32_t len);
+static int out_flush(pstream_t *ps);
 
 /* Response bodies go into the ring in pieces of a quarter ring, so the
  * handler drains one piece while the next is written (a message as large
@@ -437,6 +409,11 @@ static void out_push_one(pstream_t *ps, uint32_t type, const void *data,
     else
         ps->pend = c;
     ps->pend_last = c;
+    /* The first piece that does not fit: ask the handler to tell us when
+     * it made room (out_flush() flags us as polling the ring), or the rest
+     * would wait for the tick. */
+    if (c == ps->pend && stream_current(ps))
+        out_flush(ps);
 }
 
 /* Move pending messages into the output ring.  1 when none is left. */
@@ -1199,9 +1176,17 @@ static void tick(void)
                 wait_remove(ps);
             out_abort(ps, SP_ABORT_TIMEOUT, 504, "backend request timeout");
         } else if (ps->pend) {
+            /* Room the handler made and told us about (its ready bit, not
+             * taken yet in this pass) is not a stall. */
+            int told = (sp_load_relaxed(&P.slots->bitmap[i / 64]) >>
+                        (i % 64)) & 1;
+            chunk_t *first = ps->pend;
             stream_try_finish(ps);
-            if (ps->active && ps->pend)
+            if (ps->active && ps->pend) {
                 out_flush(ps);
+                if (!told && (!ps->active || ps->pend != first))
+                    sp_stat_add(&P.sh->output_stalls, 1);
+            }
         }
     }
     if (now >= P.next_reclaim) {
@@ -1266,7 +1251,6 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
     P.streams = calloc(slots->nslots, sizeof(*P.streams));
     P.wakes = calloc(slots->nslots, sizeof(*P.wakes));
     P.poll = (sp_spin_t)SP_SPIN_INIT(100000);
-    P.bitmap_poll = (sp_spin_t)SP_SPIN_INIT(2000);
     if (P.sigfd < 0 || P.ep < 0 || P.timerfd < 0 || P.streams == NULL ||
         P.wakes == NULL) {
         plog("SPM0202", "proxy child cannot start: %s", strerror(errno));
@@ -1337,9 +1321,11 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
             if (!busy || sp_now_ns() > stop_deadline)
                 break;
         }
+        /* With requests out on a link, their answers usually come back
+         * sooner than a sleep and a wake-up take (docs/decisions.md). */
         int ne = 0;
         if (P.conf->nbackends > 0 && streams_on_links() &&
-            (ne = poll_events(evs, 64)) != 0) {
+            (ne = sp_slots_poll_events(slots, P.ep, evs, 64, &P.poll)) != 0) {
             if (ne < 0)
                 ne = 0; /* only ready bits: the top of the loop takes them */
         } else {

@@ -140,6 +140,9 @@ typedef struct spm_shared {
     uint64_t proxy_start;
     uint64_t proxy_restarts;
     uint64_t generation;
+    /* Response data the proxy's 50 ms tick had to move into a ring that
+     * had room: a missed wake-up (should stay 0; tests check it). */
+    uint64_t output_stalls;
     spm_backend_shared_t backends[SPM_MAX_BACKENDS];
 } spm_shared_t;
 

@@ -773,6 +773,7 @@ int spt_httpd_status(const spt_httpd_t *h, spt_status_t *st)
     st->proxy_alive = (int)json_num(proxy, "alive", 0);
     st->proxy_uptime_s = json_num(proxy, "uptime_s", -1);
     st->restarts = json_num(proxy, "restarts", -1);
+    st->output_stalls = json_num(proxy, "output_stalls", -1);
     const char *slots = strstr(b.p, "\"slots\":");
     st->slots_total = json_num(slots, "total", -1);
     st->inflight = json_num(slots, "inflight", -1);

@@ -153,6 +153,7 @@ typedef struct spt_status {
     int proxy_alive;
     long proxy_uptime_s;
     long restarts;
+    long output_stalls; /* the proxy's tick moved data a wake-up missed */
     long generation;
     long slots_total;
     long inflight;
