@@ -154,7 +154,7 @@ static struct {
     int64_t kill_deadline;
     int64_t accept_due; /* next accept_scan(), 0 = no stream waits for it */
     int n_unaccepted;   /* assigned streams without their ACCEPT yet */
-    sp_spin_t poll;     /* budget of sp_slots_poll_ready() before sleeping */
+    sp_spin_t poll;     /* budget of sp_slots_poll_events() before sleeping */
     sp_ident_t self;
     /* counters for the log on exit */
     uint64_t n_requests, n_503, n_504, n_502;
@@ -1578,7 +1578,10 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
         if (S.accept_due != 0) {
             int64_t now = sp_now_ns();
             if (now >= S.accept_due) {
-                S.accept_due = accept_scan() ? now + ACCEPT_DELAY_NS : 0;
+                /* Streams assigned during the scan set their own due. */
+                S.accept_due = 0;
+                if (accept_scan() && S.accept_due == 0)
+                    S.accept_due = now + ACCEPT_DELAY_NS;
                 links_flush();
             }
             if (S.accept_due != 0) {
@@ -1589,14 +1592,21 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
             }
         }
         /* A worker is on a request: its answer usually comes within
-         * microseconds, sooner than a sleep and a wake-up would take. */
-        if (busy_workers() > 0)
-            sp_slots_poll_ready(&S.slots, &S.poll);
-        if (sp_slots_proxy_idle(&S.slots)) {
-            ts.tv_sec = ts.tv_nsec = 0;
-            timeout = &ts;
+         * microseconds, sooner than a sleep and a wake-up would take
+         * (docs/decisions.md). */
+        int n = 0;
+        if (busy_workers() > 0 &&
+            (n = sp_slots_poll_events(&S.slots, S.ep, evs, 64, &S.poll)) !=
+                0) {
+            if (n < 0)
+                n = 0; /* only ready bits: process_ready() takes them */
+        } else {
+            if (sp_slots_proxy_idle(&S.slots)) {
+                ts.tv_sec = ts.tv_nsec = 0;
+                timeout = &ts;
+            }
+            n = epoll_pwait2(S.ep, evs, 64, timeout, NULL);
         }
-        int n = epoll_pwait2(S.ep, evs, 64, timeout, NULL);
         sp_slots_proxy_awake(&S.slots, 0);
         for (int i = 0; i < n; i++) {
             ev_tag_t *t = evs[i].data.ptr;

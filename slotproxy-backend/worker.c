@@ -98,7 +98,12 @@ static int w_ring_write(wreq_t *w, unsigned type, const void *buf, size_t len)
     if (w_is_aborted(w))
         return -1;
     if (sp_ring_write(w->in, type, buf, len, 0) == 0) {
-        w->unnotified = 1;
+        /* A large piece (a quarter ring or more: a streamed body) goes
+         * out at once, so the dispatcher drains while we write the next. */
+        if (len >= sp_ring_capacity(w->in) / 4)
+            w_notify(w);
+        else
+            w->unnotified = 1;
         return 0;
     }
     /* Full: the dispatcher must drain what we wrote before we can go on. */
@@ -110,7 +115,10 @@ static int w_ring_write(wreq_t *w, unsigned type, const void *buf, size_t len)
         int rc = sp_ring_write(w->in, type, buf, len,
                                slice < w->deadline_ns ? slice : w->deadline_ns);
         if (rc == 0) {
-            w->unnotified = 1;
+            if (len >= sp_ring_capacity(w->in) / 4)
+                w_notify(w);
+            else
+                w->unnotified = 1;
             return 0;
         }
         if (rc == SP_ETIMEDOUT && sp_now_ns() < w->deadline_ns)
