@@ -408,13 +408,17 @@ int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
     int64_t end = sp_now_ns() + spin->limit_ns;
     int n = 0;
     for (;;) {
-        for (int i = 0; i < 16 && n == 0; i++) {
-            if (slots_any_ready(t))
-                n = -1;
+        int bits = 0;
+        for (int i = 0; i < 16 && !bits; i++) {
+            bits = slots_any_ready(t);
             sp_cpu_relax();
         }
-        if (n == 0 && (n = epoll_wait(ep, evs, max, 0)) < 0)
+        /* Look at ep even when bits came up: steady slot traffic must not
+         * keep links, timers and signals waiting. */
+        if ((n = epoll_wait(ep, evs, max, 0)) < 0)
             n = 0; /* EINTR: the caller's loop looks again */
+        if (n == 0 && bits)
+            n = -1;
         if (n != 0) {
             uint32_t grown = spin->limit_ns * 2 + 1000;
             spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;

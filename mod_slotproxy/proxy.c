@@ -224,6 +224,7 @@ struct pstream {
     pstream_t *lprev, *lnext; /* on its link */
     pstream_t *wnext;         /* waiting for a link */
     int wake_queued;          /* on P.wakes */
+    int stall_ticks;          /* ticks that saw output wait with room */
     sp_ring_t in, out;
 };
 
@@ -672,6 +673,7 @@ static void stream_begin(uint32_t i)
     ps->head_sent = ps->accepted = ps->req_done = ps->resp_done = 0;
     ps->pend = ps->pend_last = NULL;
     ps->t_wait = 0;
+    ps->stall_ticks = 0;
     ps->wnext = ps->lnext = ps->lprev = NULL;
     if (ps->backend < 0 || ps->backend >= P.conf->nbackends) {
         ps->backend = 0;
@@ -1176,17 +1178,33 @@ static void tick(void)
                 wait_remove(ps);
             out_abort(ps, SP_ABORT_TIMEOUT, 504, "backend request timeout");
         } else if (ps->pend) {
-            /* Room the handler made and told us about (its ready bit, not
-             * taken yet in this pass) is not a stall. */
+            /* Output waiting while the ring has room for it, two ticks in a
+             * row and with no ready bit from the handler: a missed wake-up
+             * (one tick could fall between the handler's consume and its
+             * notification).  Count it, then move the data. */
+            uint32_t need = (ps->pend->len + ps->out.seg_size - 1) /
+                            ps->out.seg_size;
+            int room = ps->out.nseg - sp_ring_used(&ps->out) >=
+                       (need ? need : 1);
             int told = (sp_load_relaxed(&P.slots->bitmap[i / 64]) >>
                         (i % 64)) & 1;
-            chunk_t *first = ps->pend;
-            stream_try_finish(ps);
-            if (ps->active && ps->pend) {
-                out_flush(ps);
-                if (!told && (!ps->active || ps->pend != first))
-                    sp_stat_add(&P.sh->output_stalls, 1);
+            if (!stream_current(ps)) {
+                /* The handler let go: drop what waits, end the stream. */
+                ps->stall_ticks = 0;
+                stream_try_finish(ps);
+                if (ps->active && ps->pend)
+                    out_flush(ps);
+            } else if (!room || told) {
+                ps->stall_ticks = 0;
+            } else if (++ps->stall_ticks >= 2) {
+                ps->stall_ticks = 0;
+                sp_stat_add(&P.sh->output_stalls, 1);
+                stream_try_finish(ps);
+                if (ps->active && ps->pend)
+                    out_flush(ps);
             }
+        } else {
+            ps->stall_ticks = 0;
         }
     }
     if (now >= P.next_reclaim) {
@@ -1267,6 +1285,8 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
         pbackend_t *b = &P.backends[bi];
         b->conf = &conf->backends[bi];
         b->sh = &shared->backends[bi];
+        /* Ours alone to count; a predecessor that died left its figure. */
+        sp_store_relaxed(&b->sh->outstanding, 0);
         b->backoff_ms = b->conf->retry_ms > 0 ? b->conf->retry_ms : 250;
         b->lcfg.secret = b->conf->secret_len ? b->conf->secret : NULL;
         b->lcfg.secret_len = b->conf->secret_len;
@@ -1366,6 +1386,7 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
     for (int bi = 0; bi < conf->nbackends; bi++)
         while (P.backends[bi].links)
             link_close(P.backends[bi].links, NULL);
+    wakes_flush(); /* handlers waiting for the ABORTs just written */
     graveyard_free();
     _exit(0);
 }

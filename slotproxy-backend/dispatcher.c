@@ -308,6 +308,10 @@ static void stream_abort(spb_stream_t *s)
         sp_ring_write(&w->out, SP_FT_ABORT, ab, (size_t)n, 0);
     /* ... and one blocked writing the response. */
     worker_discard_in(w);
+    /* A worker that finished already (DONE, or back to IDLE) will not
+     * notify again: look at its slot on the next pass, where stream_pump()
+     * finishes the stream (not here: our callers still use s). */
+    sp_slots_notify(&S.slots, w->slot);
 }
 
 /* ---- workers ------------------------------------------------------------ */
@@ -1534,6 +1538,25 @@ static int setup(spb_config_t *cfg)
     return 0;
 }
 
+/* epoll_pwait2 (Linux 5.11) for the sub-millisecond ACCEPT deadline;
+ * where it is missing (ENOSYS, or EPERM under an old seccomp profile),
+ * epoll_wait with the timeout rounded up to a millisecond. */
+static int epoll_wait_ts(struct epoll_event *evs, int max,
+                         const struct timespec *ts)
+{
+    static int no_pwait2;
+    if (!no_pwait2) {
+        int n = epoll_pwait2(S.ep, evs, max, ts, NULL);
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM))
+            return n;
+        no_pwait2 = 1;
+    }
+    int ms = -1;
+    if (ts != NULL)
+        ms = (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000);
+    return epoll_wait(S.ep, evs, max, ms);
+}
+
 static void tell_ready(int fd, char status)
 {
     if (fd < 0)
@@ -1605,7 +1628,7 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
                 ts.tv_sec = ts.tv_nsec = 0;
                 timeout = &ts;
             }
-            n = epoll_pwait2(S.ep, evs, 64, timeout, NULL);
+            n = epoll_wait_ts(evs, 64, timeout);
         }
         sp_slots_proxy_awake(&S.slots, 0);
         for (int i = 0; i < n; i++) {
