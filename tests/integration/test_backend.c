@@ -23,6 +23,9 @@
  *   accept     (test_backend_accept.c) ACCEPT timing: early for a slow
  *              application, first for a fast one, not before a worker
  *              takes a queued request
+ *   abortdone  (test_backend_abort_done.c) ABORT or link close for a
+ *              stream whose worker finished but whose response waits for
+ *              credit: the worker is free at once, not at RequestTimeout
  *
  * Every test starts its own backend and ends with spt_backend_finish():
  * exit status 0 and no [error]/[warn] line but the tags it expects.
@@ -595,5 +598,6 @@ Suite *suite_backend(void)
     tb_add_peer_cases(s);
     tb_add_reload_cases(s);
     tb_add_accept_cases(s);
+    tb_add_abort_done_cases(s);
     return s;
 }
