@@ -132,8 +132,6 @@ static uint32_t segs_for(const sp_ring_t *r, size_t len)
     return len == 0 ? 1 : (uint32_t)((len + r->seg_size - 1) / r->seg_size);
 }
 
-/* After a store-release of head (producer) or tail (consumer): wake the
- * other side if it declared itself.  Pairs with ring_wait(). */
 /* Wake a peer flagged as sleeping in the futex.  The flag stays set until
  * the sleeper clears it: a waker that took it (exchange or CAS) could take
  * the flag of the sleeper's *next* wait, set after the wake-up it sends,
@@ -145,6 +143,8 @@ static void ring_futex_wake(uint32_t *waiting, uint32_t *word)
         sp_futex_wake(word, INT_MAX);
 }
 
+/* After a store-release of head (producer) or tail (consumer): wake the
+ * other side if it declared itself.  Pairs with ring_wait(). */
 static void ring_wake(sp_ring_t *r, uint32_t *waiting, uint32_t *word)
 {
     sp_fence_full();

@@ -77,8 +77,9 @@ enum sp_slot_state {
     SP_SLOT_IDLE = 8,       /* backend: a worker owns the slot and waits for
                                the dispatcher to queue a request (IDLE ->
                                QUEUED by the dispatcher, QUEUED -> ACCEPTED
-                               by the worker, DONE -> IDLE by the
-                               dispatcher once it drained the response) */
+                               by the worker, back to IDLE by the worker
+                               after a clean request, or DONE -> IDLE by
+                               the dispatcher once it drained the response) */
     SP_SLOT_NSTATES = 9
 };
 

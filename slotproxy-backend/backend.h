@@ -10,17 +10,23 @@
  *   dispatcher                                   worker i
  *   ----------                                   --------
  *   REQUEST_HEAD (+BODY, END) -> out ring i
- *   slot i: IDLE -> QUEUED  (wakes the worker)   QUEUED -> ACCEPTED, notify
- *   sees WAS_ACCEPTED: ACCEPT frame to frontend  runs the handler:
- *   request BODY frames -> out ring, CREDIT          reads out ring
- *   in ring -> RESPONSE_HEAD/BODY/END frames         writes in ring, notify
- *      (BODY only within the frontend's credit)  END, -> DONE, notify
- *   DONE and in ring drained: reset, -> IDLE     waits for IDLE (next) or
- *      (or -> CANCELLED: "retire")                   CANCELLED (exit)
+ *   slot i: IDLE -> QUEUED  (wakes the worker)   QUEUED -> ACCEPTED (quiet)
+ *   request BODY frames -> out ring, CREDIT      runs the handler:
+ *   in ring -> ACCEPT, RESPONSE_HEAD/BODY/END        reads out ring
+ *      frames (BODY only within the frontend's       writes in ring; notifies
+ *      credit); ACCEPT also from accept_scan()       at flush, before waiting,
+ *      at most ACCEPT_DELAY_NS after assignment      when full, for large
+ *                                                    pieces and at the end
+ *   IDLE and in ring drained: stream over        read and answered to END:
+ *                                                    -> IDLE by itself, notify
+ *   DONE and in ring drained: reset, -> IDLE     otherwise -> DONE, notify,
+ *      (or -> CANCELLED: "retire")                   waits for IDLE (next) or
+ *                                                    CANCELLED (exit)
  *
  * Worker -> dispatcher wake-ups use the table's ready bitmap and doorbell;
  * dispatcher -> worker wake-ups are the slot's state mark and the rings'
- * futexes.  A stream reaches ACCEPTED exactly when its worker takes it.
+ * futexes.  ACCEPT reaches the frontend with the response or within
+ * ACCEPT_DELAY_NS of the worker taking the stream (docs/decisions.md).
  */
 #ifndef SPB_BACKEND_H
 #define SPB_BACKEND_H

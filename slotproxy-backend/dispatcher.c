@@ -232,22 +232,24 @@ static void pend_free(spb_stream_t *s)
     s->pend_last = NULL;
 }
 
-/* ACCEPT is (being) sent, or will never be: stop counting the stream. */
-static void stream_accepted(spb_stream_t *s)
+/* The stream no longer waits for its ACCEPT (sent, or never will be). */
+static void stream_uncount(spb_stream_t *s)
 {
-    s->accept_tx = 1;
     if (s->unaccepted) {
         s->unaccepted = 0;
         S.n_unaccepted--;
     }
 }
 
+static void stream_accepted(spb_stream_t *s)
+{
+    s->accept_tx = 1;
+    stream_uncount(s);
+}
+
 static void stream_free(spb_stream_t *s)
 {
-    if (s->unaccepted) {
-        s->unaccepted = 0;
-        S.n_unaccepted--;
-    }
+    stream_uncount(s);
     stream_unlink_link(s);
     if (s->state == S_QUEUED)
         queue_remove(s);

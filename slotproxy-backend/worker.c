@@ -82,9 +82,9 @@ static void w_after_consume(wreq_t *w)
 
 /* Tell the dispatcher what we did since the last time: one notification
  * (one wake-up of a sleeping dispatcher, and one link write for ACCEPT,
- * head, body and end) per flush, end of response or wait, instead of one
- * per message.  docs/applications.md: output leaves at flush() or when the
- * handler returns. */
+ * head, body and end) per flush, wait, full ring, large piece or end of
+ * the response, instead of one per message (docs/applications.md,
+ * write()). */
 static void w_notify(wreq_t *w)
 {
     w->unnotified = 0;
@@ -93,38 +93,31 @@ static void w_notify(wreq_t *w)
 
 static int w_ring_write(wreq_t *w, unsigned type, const void *buf, size_t len)
 {
-    /* Without waiting first: the common case leaves the notification for
-     * later. */
     if (w_is_aborted(w))
         return -1;
-    if (sp_ring_write(w->in, type, buf, len, 0) == 0) {
-        /* A large piece (a quarter ring or more: a streamed body) goes
-         * out at once, so the dispatcher drains while we write the next. */
-        if (len >= sp_ring_capacity(w->in) / 4)
-            w_notify(w);
-        else
-            w->unnotified = 1;
-        return 0;
-    }
-    /* Full: the dispatcher must drain what we wrote before we can go on. */
-    w_notify(w);
-    for (;;) {
+    /* Without waiting first; if the ring is full, the dispatcher must
+     * drain what we wrote before we can go on: tell it, then wait. */
+    int rc = sp_ring_write(w->in, type, buf, len, 0);
+    if (rc == SP_EAGAIN)
+        w_notify(w);
+    while (rc == SP_EAGAIN || (rc == SP_ETIMEDOUT &&
+                               sp_now_ns() < w->deadline_ns)) {
         if (w_is_aborted(w))
             return -1;
         int64_t slice = sp_now_ns() + W_WAIT_SLICE_NS;
-        int rc = sp_ring_write(w->in, type, buf, len,
-                               slice < w->deadline_ns ? slice : w->deadline_ns);
-        if (rc == 0) {
-            if (len >= sp_ring_capacity(w->in) / 4)
-                w_notify(w);
-            else
-                w->unnotified = 1;
-            return 0;
-        }
-        if (rc == SP_ETIMEDOUT && sp_now_ns() < w->deadline_ns)
-            continue; /* re-check the abort flag, then wait again */
-        return -1;
+        rc = sp_ring_write(w->in, type, buf, len,
+                           slice < w->deadline_ns ? slice : w->deadline_ns);
     }
+    if (rc < 0)
+        return -1;
+    /* A large piece (a quarter ring or more: a streamed body) goes out at
+     * once, so the dispatcher drains while we write the next; small ones
+     * wait for the next notification. */
+    if (len >= sp_ring_capacity(w->in) / 4)
+        w_notify(w);
+    else
+        w->unnotified = 1;
+    return 0;
 }
 
 static const char *w_header(slotproxy_request_t *r, const char *name)
