@@ -9,7 +9,10 @@
 # Knobs (environment): BENCH_SECONDS (5, per run), BENCH_WARMUP (1),
 # BENCH_PASSES (2), BENCH_CONNS ("1 16 64 256"), BENCH_MPMS ("prefork
 # event"), BENCH_LINKS (2), BENCH_WORKERS (4, backend workers),
-# BENCH_NGINX_WORKERS (2).  The defaults take about 5 minutes.
+# BENCH_NGINX_WORKERS (2), BENCH_BIG (104857600: after the rows of an MPM,
+# one response of that many bytes through slotproxy (builtin:echo size=)
+# and mod_proxy_http (an nginx static file), best of 3 with curl; 0 skips
+# it).  The defaults take about 5 minutes.
 #
 # Setups, each behind its own httpd (the same config from
 # scripts/httpd-conf.sh, the same MPM sizing; only the /hello mapping
@@ -76,6 +79,7 @@ mpms=${BENCH_MPMS:-"prefork event"}
 links=${BENCH_LINKS:-2}
 workers=${BENCH_WORKERS:-4}
 nginx_workers=${BENCH_NGINX_WORKERS:-2}
+big=${BENCH_BIG:-104857600} # one large response per setup; 0 = skip
 setups="slotproxy proxy_http in-process"
 
 httpd=/usr/sbin/apache2
@@ -215,6 +219,7 @@ LogLevel warn
 PidFile $d/backend.pid
 Workers $workers
 Handler /hello builtin:hello
+Handler /echo builtin:echo
 GracefulTimeout 2
 EOC
     [ -n "$user" ] && printf 'User %s\nGroup %s\n' "$user" "$user" >> "$d/backend.conf"
@@ -250,9 +255,14 @@ http {
             default_type text/plain;
             return 200 "Hello, world\n";
         }
+        location = /big {
+            default_type application/octet-stream;
+            alias $d/big.bin;
+        }
     }
 }
 EOC
+    [ "$big" -gt 0 ] && head -c "$big" /dev/zero > "$d/big.bin"
     nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -t -q
     nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" &
     PID[nginx]=$!
@@ -278,6 +288,7 @@ start_httpd() { # SETUP MPM PORT BACKEND_PORT
         slotproxy) cat <<EOC
 SlotProxyBackend bench tcp://127.0.0.1:$bport links=$links
 SlotProxyPass /hello bench
+SlotProxyPass /echo bench
 <Location /slotproxy-status>
     SetHandler slotproxy-status
 </Location>
@@ -287,6 +298,7 @@ EOC
 LoadModule proxy_module $mods/mod_proxy.so
 LoadModule proxy_http_module $mods/mod_proxy_http.so
 ProxyPass /hello http://127.0.0.1:$bport/hello enablereuse=on
+ProxyPass /big http://127.0.0.1:$bport/big enablereuse=on
 EOC
             ;;
         in-process) cat <<EOC
@@ -490,6 +502,29 @@ print_targets() { # MPM
     fi
 }
 
+# One large response through each proxy (BENCH_BIG bytes, curl to
+# /dev/null, best of 3): streaming throughput, which the small /hello rows
+# do not show (a stall in the response path once cost slotproxy 60x here).
+print_download() { # MPM
+    local mpm=$1 s url t sz best
+    [ "$big" -gt 0 ] || return 0
+    printf '\n%s MPM: one response of %s bytes through httpd (curl, best of 3)\n' "$mpm" "$big"
+    for s in slotproxy proxy_http; do
+        case "$s" in
+        slotproxy) url="http://127.0.0.1:${PORT[$s]}/echo?size=$big" ;;
+        proxy_http) url="http://127.0.0.1:${PORT[$s]}/big" ;;
+        esac
+        best=""
+        for _ in 1 2 3; do
+            read -r t sz < <(curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "$url")
+            [ "${sz%.*}" = "$big" ] || die "$mpm $s: $url gave ${sz:-nothing} bytes, not $big"
+            best=$(awk -v a="$t" -v b="${best:-1e9}" 'BEGIN { print (a < b ? a : b) }')
+        done
+        awk -v s="$s" -v t="$best" -v n="$big" 'BEGIN {
+            printf "  %-11s %8.0f ms  %8.0f MB/s\n", s, t * 1000, n / 1e6 / t }'
+    done
+}
+
 # ---- main -------------------------------------------------------------------
 
 declare -A PORT
@@ -538,10 +573,11 @@ for mpm in $mpms; do
         wait_body "http://127.0.0.1:${PORT[$s]}/hello" 5 ||
             die "$mpm $s: wrong answer after the runs"
     done
-    status=$(curl -s "http://127.0.0.1:${PORT[slotproxy]}/slotproxy-status?auto")
     print_table "$mpm"
+    print_download "$mpm"
+    status=$(curl -s "http://127.0.0.1:${PORT[slotproxy]}/slotproxy-status?auto")
     printf '\n  slotproxy status after the runs: %s\n' "$(echo "$status" | awk -F': ' '
-        $1 ~ /^(Backend0(LinksUp|Requests|Retries|Answered50[234])|RejectedFull|RejectedTimeout|ProxyRestarts)$/ {
+        $1 ~ /^(Backend0(LinksUp|Requests|Retries|Answered50[234])|RejectedFull|RejectedTimeout|ProxyRestarts|OutputStalls)$/ {
             printf "%s%s=%s", sep, $1, $2; sep = " " }')"
     printf '  log lines at [warn] or worse: '
     for f in "$run/$mpm"/httpd-*/error.log "$run/$mpm/backend/backend.log" "$run/$mpm/nginx/error.log"; do
