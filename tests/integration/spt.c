@@ -24,31 +24,32 @@ const char *spt_env(const char *name)
     return v;
 }
 
-/* Backends started and not yet stopped, for the atexit net. */
-#define SPT_MAX_LIVE 16
+/* Processes started and not yet stopped (backends, httpd parents), for
+ * the atexit net. */
+#define SPT_MAX_LIVE 24
 static pid_t live[SPT_MAX_LIVE];
 static int atexit_set;
 
-static void kill_tree(pid_t pid)
+void spt_kill_tree(pid_t pid, int sig)
 {
-    pid_t kids[256];
-    int n = spt_children(pid, kids, 256);
-    kill(pid, SIGKILL);
+    pid_t kids[512];
+    int n = spt_children(pid, kids, 512);
+    kill(pid, sig);
     for (int i = 0; i < n; i++)
-        kill_tree(kids[i]);
+        spt_kill_tree(kids[i], sig);
 }
 
 static void spt_atexit(void)
 {
     for (int i = 0; i < SPT_MAX_LIVE; i++)
         if (live[i] > 0) {
-            kill_tree(live[i]);
+            spt_kill_tree(live[i], SIGKILL);
             waitpid(live[i], NULL, 0);
             live[i] = 0;
         }
 }
 
-static void live_add(pid_t pid)
+void spt_live_add(pid_t pid)
 {
     if (!atexit_set) {
         atexit(spt_atexit);
@@ -61,7 +62,7 @@ static void live_add(pid_t pid)
         }
 }
 
-static void live_del(pid_t pid)
+void spt_live_del(pid_t pid)
 {
     for (int i = 0; i < SPT_MAX_LIVE; i++)
         if (live[i] == pid)
@@ -176,7 +177,7 @@ static void backend_launch(spt_backend_t *b, int ready)
         _exit(127);
     }
     b->pid = pid;
-    live_add(pid);
+    spt_live_add(pid);
     /* Ready when SPB0903 is logged; the tcp port is in SPB0402. */
     for (int i = 0; i < 1000; i++) {
         char *log = spt_read_file(b->log);
@@ -202,7 +203,7 @@ static void backend_launch(spt_backend_t *b, int ready)
         free(log);
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
-            live_del(pid);
+            spt_live_del(pid);
             char path[400];
             snprintf(path, sizeof(path), "%s/stderr.log", b->dir);
             char *e = spt_read_file(path);
@@ -210,7 +211,7 @@ static void backend_launch(spt_backend_t *b, int ready)
         }
         usleep(10000);
     }
-    kill_tree(pid);
+    spt_kill_tree(pid, SIGKILL);
     ck_abort_msg("backend not ready after 10 s");
 }
 
@@ -280,13 +281,13 @@ static int backend_stop(spt_backend_t *b, int rm)
             break;
         usleep(10000);
         if (i == 1999) {
-            kill_tree(b->pid);
+            spt_kill_tree(b->pid, SIGKILL);
             waitpid(b->pid, &status, 0);
-            live_del(b->pid);
+            spt_live_del(b->pid);
             ck_abort_msg("backend did not stop within 20 s of SIGTERM");
         }
     }
-    live_del(b->pid);
+    spt_live_del(b->pid);
     b->pid = 0;
     if (rm && getenv("SPT_KEEP") == NULL)
         rm_rf(b->dir);

@@ -72,6 +72,14 @@ long spt_rss_tree_kb(pid_t pid);
 /* Pids of the dispatcher's direct children (workers); returns count. */
 int spt_children(pid_t pid, pid_t *out, int max);
 
+/* Send sig to pid and, depth first, to every descendant. */
+void spt_kill_tree(pid_t pid, int sig);
+
+/* The atexit net: processes registered here (backends, httpd parents) are
+ * SIGKILLed with their descendants if the runner exits while they live. */
+void spt_live_add(pid_t pid);
+void spt_live_del(pid_t pid);
+
 /* Wait up to timeout_ms until pid has exactly n children; returns the
  * count last seen. */
 int spt_wait_children(pid_t pid, int n, int timeout_ms);

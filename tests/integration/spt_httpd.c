@@ -29,50 +29,6 @@
 
 /* ---- processes ----------------------------------------------------------- */
 
-/* httpd parents started and not yet stopped, for the atexit net. */
-#define LIVE_MAX 8
-static pid_t live[LIVE_MAX];
-static int atexit_set;
-
-static void kill_tree(pid_t pid, int sig)
-{
-    pid_t kids[512];
-    int n = spt_children(pid, kids, 512);
-    kill(pid, sig);
-    for (int i = 0; i < n; i++)
-        kill_tree(kids[i], sig);
-}
-
-static void live_atexit(void)
-{
-    for (int i = 0; i < LIVE_MAX; i++)
-        if (live[i] > 0) {
-            kill_tree(live[i], SIGKILL);
-            waitpid(live[i], NULL, 0);
-            live[i] = 0;
-        }
-}
-
-static void live_add(pid_t pid)
-{
-    if (!atexit_set) {
-        atexit(live_atexit);
-        atexit_set = 1;
-    }
-    for (int i = 0; i < LIVE_MAX; i++)
-        if (live[i] == 0) {
-            live[i] = pid;
-            return;
-        }
-}
-
-static void live_del(pid_t pid)
-{
-    for (int i = 0; i < LIVE_MAX; i++)
-        if (live[i] == pid)
-            live[i] = 0;
-}
-
 int spt_pid_alive(pid_t pid)
 {
     char path[64];
@@ -286,7 +242,7 @@ void spt_httpd_start(spt_httpd_t *h, const char *mpm, const char *site,
 
         const char *args[] = {"-f", h->conf, "-DFOREGROUND", NULL};
         h->pid = httpd_exec(h, args, "stderr.log");
-        live_add(h->pid);
+        spt_live_add(h->pid);
         double t0 = spt_ms();
         int died = 0, status = 0;
         while (spt_ms() - t0 < 20000) {
@@ -304,7 +260,7 @@ void spt_httpd_start(spt_httpd_t *h, const char *mpm, const char *site,
             }
             usleep(20000);
         }
-        live_del(h->pid);
+        spt_live_del(h->pid);
         char *log = spt_read_file(h->log);
         char path[400];
         snprintf(path, sizeof(path), "%s/stderr.log", h->dir);
@@ -318,7 +274,7 @@ void spt_httpd_start(spt_httpd_t *h, const char *mpm, const char *site,
             continue;
         }
         if (!died) {
-            kill_tree(h->pid, SIGKILL);
+            spt_kill_tree(h->pid, SIGKILL);
             waitpid(h->pid, NULL, 0);
         }
         ck_abort_msg("httpd %s (%s) %s: stderr: %s\nerror.log: %s", mpm,
@@ -346,13 +302,13 @@ int spt_httpd_stop(spt_httpd_t *h)
     int status = -1;
     kill(h->pid, SIGTERM);
     if (wait_exit(h->pid, 20000, &status) < 0) {
-        kill_tree(h->pid, SIGKILL);
+        spt_kill_tree(h->pid, SIGKILL);
         waitpid(h->pid, &status, 0);
-        live_del(h->pid);
+        spt_live_del(h->pid);
         h->pid = 0;
         ck_abort_msg("httpd did not stop within 20 s of SIGTERM");
     }
-    live_del(h->pid);
+    spt_live_del(h->pid);
     h->pid = 0;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -7,7 +7,9 @@
  */
 #include "sp_unit.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -32,6 +34,31 @@ void sp_test_wait_ok(pid_t pid)
                   WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     ck_assert_msg(WEXITSTATUS(status) == 0, "child %d exited %d", (int)pid,
                   WEXITSTATUS(status));
+}
+
+int sp_test_sleeps_on_futex(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || p[2] != 'S')
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (n == 0 || strcmp(buf, "0") == 0)
+        return 1;
+    return strstr(buf, "futex") != NULL;
 }
 
 int main(void)

@@ -29,6 +29,11 @@ Suite *suite_link(void);
 void *sp_test_shared(size_t size);
 void sp_test_unshare(void *p, size_t size);
 
+/* 1 if pid is asleep in the kernel on a futex: state S, and /proc/PID/wchan
+ * names a futex function where the kernel shows it ("0" or unreadable when
+ * it hides it: then the state alone counts). */
+int sp_test_sleeps_on_futex(pid_t pid);
+
 /* Wait for pid; fail the test unless it exited with status 0. */
 void sp_test_wait_ok(pid_t pid);
 

@@ -55,40 +55,12 @@ static uint32_t raw(const sp_mark_t *m)
     return __atomic_load_n(&m->word, __ATOMIC_ACQUIRE);
 }
 
-/* 1 if pid is asleep in the kernel on a futex: state S, and /proc/PID/wchan
- * names a futex function where the kernel shows it ("0" or unreadable when
- * it hides it: then the state alone counts). */
-static int sleeps_on_futex(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ' || p[2] != 'S')
-        return 0;
-    snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return 1;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    if (n == 0 || strcmp(buf, "0") == 0)
-        return 1;
-    return strstr(buf, "futex") != NULL;
-}
-
 /* Wait (at most 10 s) until pid sleeps on a futex with the WAITING bit in
  * the mark word, i.e. it declared itself and went to sleep. */
 static void wait_asleep(pid_t pid, const sp_mark_t *m)
 {
     int64_t end = sp_deadline_ms(10000);
-    while (!((raw(m) & SP_MARK_WAITING) && sleeps_on_futex(pid))) {
+    while (!((raw(m) & SP_MARK_WAITING) && sp_test_sleeps_on_futex(pid))) {
         ck_assert_msg(sp_now_ns() < end,
                       "child %d never went to sleep (word %#x)", (int)pid,
                       raw(m));

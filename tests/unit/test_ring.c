@@ -92,37 +92,12 @@ static unsigned type_of(uint32_t seq)
     return mix(seq ^ 0x5a5a5a5au) & 0xffffu;
 }
 
-static int sleeps_on_futex(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ' || p[2] != 'S')
-        return 0;
-    snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return 1;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    if (n == 0 || strcmp(buf, "0") == 0)
-        return 1;
-    return strstr(buf, "futex") != NULL;
-}
-
 /* Wait (at most 10 s) until pid sleeps on a futex with *flag == want. */
 static void wait_asleep(pid_t pid, const uint32_t *flag, uint32_t want)
 {
     int64_t end = sp_deadline_ms(10000);
     while (!(__atomic_load_n(flag, __ATOMIC_ACQUIRE) == want &&
-             sleeps_on_futex(pid))) {
+             sp_test_sleeps_on_futex(pid))) {
         ck_assert_msg(sp_now_ns() < end, "child %d never went to sleep",
                       (int)pid);
         sleep_ms(1);
