@@ -674,14 +674,19 @@ static int busy_wait(sp_sess_entry_t *e, uint32_t w, int64_t deadline,
     return 0;
 }
 
-/* Take e's indicator: 0 taken, 1 the caller already held it, SP_EBUSY. */
-static int busy_take(sp_sess_t *s, sp_sess_entry_t *e, int64_t deadline)
+/* Wait until e is not held by another thread, and with take, take it.
+ * 0: free (and now ours with take); 1: the caller already holds it;
+ * SP_EBUSY: the deadline passed. */
+static int busy_get(sp_sess_t *s, sp_sess_entry_t *e, int64_t deadline,
+                    int take)
 {
     sp_ident_t me = sp_pool_thread_self();
     int waited = 0;
     for (;;) {
         uint32_t w = sp_load_acquire(&e->busy);
         if (w == 0) {
+            if (!take)
+                return 0;
             if (sp_cas(&e->busy, &w, (uint32_t)me.pid)) {
                 sp_store_relaxed(&e->busy_start, me.start);
                 return 0;
@@ -700,32 +705,10 @@ static int busy_take(sp_sess_t *s, sp_sess_entry_t *e, int64_t deadline)
             sp_stat_add(&s->live->busy_timeouts, 1);
             return rc;
         }
-        if (rc == 1 && busy_reclaim(s, e, w, (uint32_t)me.pid, me))
+        /* A dead holder: take its indicator over, or free it. */
+        if (rc == 1 &&
+            busy_reclaim(s, e, w, take ? (uint32_t)me.pid : 0, me) && take)
             return 0;
-    }
-}
-
-/* Wait until e is not held by another thread: 0 or SP_EBUSY. */
-static int busy_wait_free(sp_sess_t *s, sp_sess_entry_t *e, int64_t deadline)
-{
-    sp_ident_t me = sp_pool_thread_self();
-    int waited = 0;
-    for (;;) {
-        uint32_t w = sp_load_acquire(&e->busy);
-        if (w == 0 || ((w & ~W) == (uint32_t)me.pid &&
-                       sp_load_relaxed(&e->busy_start) == me.start))
-            return 0;
-        if (!waited) {
-            waited = 1;
-            sp_stat_add(&s->live->busy_waits, 1);
-        }
-        int rc = busy_wait(e, w, deadline, me);
-        if (rc == SP_EBUSY) {
-            sp_stat_add(&s->live->busy_timeouts, 1);
-            return rc;
-        }
-        if (rc == 1)
-            busy_reclaim(s, e, w, 0, me);
     }
 }
 
@@ -813,7 +796,7 @@ static int hold_entry(sp_sess_t *s, const uint8_t id[16], int64_t deadline,
         sp_sess_entry_t *e = lookup(s, id, slot);
         if (e == NULL)
             return SP_EUNKNOWN;
-        int rc = busy_take(s, e, deadline);
+        int rc = busy_get(s, e, deadline, 1);
         if (rc < 0)
             return rc;
         *held_before = rc == 1;
@@ -1522,7 +1505,7 @@ int sp_sess_get(sp_sess_t *s, const char *idstr, void *buf, size_t cap,
         sp_sess_entry_t *e = lookup(s, id, &slot);
         if (e == NULL)
             break;
-        int rc = busy_wait_free(s, e, deadline_ns);
+        int rc = busy_get(s, e, deadline_ns, 0);
         if (rc < 0)
             return rc;
         if (sp_load_relaxed(&e->expires) != 0 && expired_at(e, sp_sess_now())) {
