@@ -36,6 +36,35 @@ void sp_test_wait_ok(pid_t pid)
                   WEXITSTATUS(status));
 }
 
+static uint64_t rng_state;
+
+void sp_test_rng_seed(uint64_t seed)
+{
+    rng_state = seed * 0x9e3779b97f4a7c15ull + 1;
+}
+
+uint32_t sp_test_rng(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
+}
+
+uint32_t sp_test_rng_below(uint32_t n)
+{
+    return n ? sp_test_rng() % n : 0;
+}
+
+uint8_t *sp_test_dup_exact(const void *p, size_t n)
+{
+    uint8_t *q = malloc(n ? n : 1);
+    ck_assert_ptr_nonnull(q);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
 int sp_test_sleeps_on_futex(pid_t pid)
 {
     char path[64], buf[512];

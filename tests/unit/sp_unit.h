@@ -34,6 +34,14 @@ void sp_test_unshare(void *p, size_t size);
  * it hides it: then the state alone counts). */
 int sp_test_sleeps_on_futex(pid_t pid);
 
+/* Reproducible test data: xorshift64*, seeded by each test. */
+void sp_test_rng_seed(uint64_t seed);
+uint32_t sp_test_rng(void);
+uint32_t sp_test_rng_below(uint32_t n); /* 0 when n is 0 */
+
+/* A heap copy of exactly n bytes (ASan flags any access past it). */
+uint8_t *sp_test_dup_exact(const void *p, size_t n);
+
 /* Wait for pid; fail the test unless it exited with status 0. */
 void sp_test_wait_ok(pid_t pid);
 

@@ -751,17 +751,6 @@ END_TEST
 
 /* ---- garbage ----------------------------------------------------------- */
 
-static uint64_t rng_state;
-
-static uint32_t rng(void)
-{
-    /* xorshift64*: seeded, so a failure is reproducible. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
-}
-
 /* An error must be one line, name the file, and hold no control byte. */
 static void assert_sane_error(int rc)
 {
@@ -824,20 +813,20 @@ START_TEST(config_garbage)
     spb_config_t c;
     int ok = 0;
 
-    rng_state = 0x5350425f434f4e46ull; /* "SPB_CONF" */
+    sp_test_rng_seed(0x5350425f434f4e46ull); /* "SPB_CONF" */
     for (int iter = 0; iter < 6000; iter++) {
         size_t len = 0;
         int mode = iter % 3;
 
         if (mode == 0) { /* random bytes */
-            len = rng() % sizeof(buf);
+            len = sp_test_rng() % sizeof(buf);
             for (size_t i = 0; i < len; i++)
-                buf[i] = (char)rng();
+                buf[i] = (char)sp_test_rng();
         } else if (mode == 1) { /* random words */
-            int nw = (int)(rng() % 200);
+            int nw = (int)(sp_test_rng() % 200);
             for (int i = 0; i < nw; i++) {
                 const char *w =
-                    words[rng() % (sizeof(words) / sizeof(words[0]))];
+                    words[sp_test_rng() % (sizeof(words) / sizeof(words[0]))];
                 size_t wl = strlen(w);
                 if (len + wl > sizeof(buf))
                     break;
@@ -847,11 +836,11 @@ START_TEST(config_garbage)
         } else { /* a good file with a few bytes changed */
             len = sizeof(base) - 1;
             memcpy(buf, base, len);
-            int nm = 1 + (int)(rng() % 4);
+            int nm = 1 + (int)(sp_test_rng() % 4);
             for (int i = 0; i < nm; i++)
-                buf[rng() % len] = (char)rng();
-            if (rng() % 4 == 0)
-                len = rng() % len;
+                buf[sp_test_rng() % len] = (char)sp_test_rng();
+            if (sp_test_rng() % 4 == 0)
+                len = sp_test_rng() % len;
         }
         memset(errbuf, 0, sizeof(errbuf));
         int rc =

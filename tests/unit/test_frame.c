@@ -18,37 +18,6 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s)
-{
-    rng_state = s * 0x9e3779b97f4a7c15ull + 1;
-}
-
-static uint32_t rng(void)
-{
-    /* xorshift64*: plenty for test data, and reproducible. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
-
-static uint32_t rng_below(uint32_t n)
-{
-    return n ? rng() % n : 0;
-}
-
-/* A heap copy of exactly n bytes (ASan flags any access past it). */
-static uint8_t *dup_exact(const void *p, size_t n)
-{
-    uint8_t *q = malloc(n ? n : 1);
-    ck_assert_ptr_nonnull(q);
-    if (n)
-        memcpy(q, p, n);
-    return q;
-}
-
 static void hdr_put(uint8_t *b, uint8_t ver, uint8_t type, uint16_t flags,
                     uint32_t stream, uint32_t gen, uint32_t len)
 {
@@ -73,15 +42,15 @@ static void fill_random(uint8_t *p, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++)
-        p[i] = (uint8_t)rng();
+        p[i] = (uint8_t)sp_test_rng();
 }
 
 /* A printable random string of up to max bytes, in storage. */
 static sp_str_t rand_text(char *storage, uint32_t max)
 {
-    uint32_t n = rng_below(max + 1), i;
+    uint32_t n = sp_test_rng_below(max + 1), i;
     for (i = 0; i < n; i++)
-        storage[i] = (char)(' ' + rng_below(95));
+        storage[i] = (char)(' ' + sp_test_rng_below(95));
     storage[n] = 0;
     return (sp_str_t){storage, n};
 }
@@ -95,8 +64,8 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
 {
     uint8_t *pl = buf + SP_FRAME_HDR_SIZE;
     size_t pcap = cap - SP_FRAME_HDR_SIZE;
-    uint32_t stream = is_link(type) ? 0 : rng();
-    uint32_t gen = is_link(type) ? 0 : rng();
+    uint32_t stream = is_link(type) ? 0 : sp_test_rng();
+    uint32_t gen = is_link(type) ? 0 : sp_test_rng();
     char s1[200], s2[200], s3[200];
     sp_kv_t kv[3];
     int n = 0;
@@ -104,11 +73,11 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
     switch (type) {
     case SP_FT_HELLO: {
         sp_hello_t m = {1,
-                        (uint16_t)(1 + rng_below(3)),
-                        SP_FRAME_MAX_PAYLOAD_MIN + rng_below(100000),
-                        rng(),
-                        rng(),
-                        rng(),
+                        (uint16_t)(1 + sp_test_rng_below(3)),
+                        SP_FRAME_MAX_PAYLOAD_MIN + sp_test_rng_below(100000),
+                        sp_test_rng(),
+                        sp_test_rng(),
+                        sp_test_rng(),
                         {0},
                         rand_text(s1, 100)};
         m.initial_window &= SP_FRAME_WINDOW_MAX;
@@ -117,7 +86,7 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
         break;
     }
     case SP_FT_HELLO_ACK: {
-        sp_hello_ack_t m = {1,   SP_FRAME_MAX_PAYLOAD_CEIL, 0, rng(), 0, {0},
+        sp_hello_ack_t m = {1,   SP_FRAME_MAX_PAYLOAD_CEIL, 0, sp_test_rng(), 0, {0},
                             {0}, rand_text(s1, 100)};
         fill_random(m.nonce, sizeof(m.nonce));
         fill_random(m.proof, sizeof(m.proof));
@@ -138,7 +107,7 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
         break;
     }
     case SP_FT_GOAWAY: {
-        sp_goaway_t m = {rng_below(6), rand_text(s1, 150)};
+        sp_goaway_t m = {sp_test_rng_below(6), rand_text(s1, 150)};
         n = sp_goaway_encode(&m, pl, pcap);
         break;
     }
@@ -148,7 +117,7 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
         h.method = sp_str("POST");
         h.uri = rand_text(s1, 150);
         h.protocol = sp_str("HTTP/1.1");
-        h.content_length = rng_below(1000);
+        h.content_length = sp_test_rng_below(1000);
         h.flags = SP_REQ_BODY;
         kv[0].name = sp_str("Host");
         kv[0].value = rand_text(s2, 50);
@@ -164,7 +133,7 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
     case SP_FT_RESPONSE_HEAD: {
         sp_resphead_t h;
         memset(&h, 0, sizeof(h));
-        h.status = (uint16_t)(100 + rng_below(900));
+        h.status = (uint16_t)(100 + sp_test_rng_below(900));
         h.reason = rand_text(s1, 30);
         h.content_length = -1;
         kv[0].name = sp_str("Set-Cookie");
@@ -175,17 +144,17 @@ static int make_frame(uint8_t type, uint8_t *buf, size_t cap)
         break;
     }
     case SP_FT_ABORT: {
-        sp_abort_t m = {1 + rng_below(8), (uint16_t)(rng_below(2) ? 502 : 0),
+        sp_abort_t m = {1 + sp_test_rng_below(8), (uint16_t)(sp_test_rng_below(2) ? 502 : 0),
                         rand_text(s1, 60)};
         n = sp_abort_encode(&m, pl, pcap);
         break;
     }
     case SP_FT_CREDIT:
-        n = sp_credit_encode(1 + rng_below(1u << 20), pl, pcap);
+        n = sp_credit_encode(1 + sp_test_rng_below(1u << 20), pl, pcap);
         break;
     case SP_FT_BODY: {
         /* mostly small, now and then a big one */
-        uint32_t len = rng_below(8) == 0 ? rng_below(20000) : rng_below(300);
+        uint32_t len = sp_test_rng_below(8) == 0 ? sp_test_rng_below(20000) : sp_test_rng_below(300);
         ck_assert_uint_le(len, pcap);
         fill_random(pl, len);
         n = (int)len;
@@ -410,7 +379,7 @@ START_TEST(frame_encode_and_decode)
     n = sp_frame_encode(buf, sizeof(buf), SP_FT_BODY, 0, 7, 8, "hello", 5);
     ck_assert_int_eq(n, 21);
     ck_assert_mem_eq(buf + 16, "hello", 5);
-    c = dup_exact(buf, 21);
+    c = sp_test_dup_exact(buf, 21);
     ck_assert_int_eq(sp_frame_decode(c, 21, NULL, &f), 21);
     ck_assert_ptr_eq(f.payload, c + 16);
     ck_assert_uint_eq(f.hdr.stream, 7);
@@ -480,7 +449,7 @@ START_TEST(frame_typed_roundtrip)
         ck_assert_int_eq(n, (int)SP_HELLO_MIN_SIZE + 2);
         n = sp_frame_encode(buf, sizeof(buf), SP_FT_HELLO, 0, 0, 0, buf + 16,
                             (uint32_t)n);
-        c = dup_exact(buf, (size_t)n);
+        c = sp_test_dup_exact(buf, (size_t)n);
         ck_assert_int_eq(sp_frame_decode(c, (size_t)n, NULL, &f), n);
         ck_assert_uint_eq(f.hdr.type, SP_FT_HELLO);
         ck_assert_int_eq(sp_hello_decode(f.payload, f.hdr.len, &d), 0);
@@ -510,7 +479,7 @@ START_TEST(frame_typed_roundtrip)
         ck_assert_int_eq(n, (int)SP_HELLO_ACK_MIN_SIZE + 14);
         n = sp_frame_encode(buf, sizeof(buf), SP_FT_HELLO_ACK, 0, 0, 0,
                             buf + 16, (uint32_t)n);
-        c = dup_exact(buf, (size_t)n);
+        c = sp_test_dup_exact(buf, (size_t)n);
         ck_assert_int_eq(sp_frame_decode(c, (size_t)n, NULL, &f), n);
         ck_assert_int_eq(sp_hello_ack_decode(f.payload, f.hdr.len, &d), 0);
         ck_assert_uint_eq(d.version, 1);
@@ -645,27 +614,27 @@ START_TEST(frame_every_truncation_is_eagain)
     static uint8_t buf[65536];
     size_t i, k;
 
-    rng_seed(1);
+    sp_test_rng_seed(1);
     for (i = 0; i < NALL; i++) {
         int n = make_frame(all_types[i], buf, sizeof(buf) - 16);
         sp_frame_t f;
         uint8_t *c;
 
         for (k = 0; k < (size_t)n; k++) {
-            c = dup_exact(buf, k);
+            c = sp_test_dup_exact(buf, k);
             ck_assert_msg(sp_frame_decode(c, k, NULL, &f) == SP_EAGAIN,
                           "%s prefix %zu of %d",
                           sp_frame_type_name(all_types[i]), k, n);
             free(c);
         }
-        c = dup_exact(buf, (size_t)n);
+        c = sp_test_dup_exact(buf, (size_t)n);
         ck_assert_int_eq(sp_frame_decode(c, (size_t)n, NULL, &f), n);
         ck_assert_ptr_eq(f.payload, c + 16);
         ck_assert_uint_eq(f.hdr.type, all_types[i]);
         free(c);
         /* the next frame's first bytes do not change the answer */
         memset(buf + n, 0xee, 7);
-        c = dup_exact(buf, (size_t)n + 7);
+        c = sp_test_dup_exact(buf, (size_t)n + 7);
         ck_assert_int_eq(sp_frame_decode(c, (size_t)n + 7, NULL, &f), n);
         free(c);
     }
@@ -694,53 +663,53 @@ START_TEST(frame_typed_string_refusals)
     size_t n;
 
     n = goaway_raw(p, 3, "abc", 4); /* with its NUL */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), 0);
     ck_assert_str_eq(g.reason.ptr, "abc");
     free(c);
     n = goaway_raw(p, 3, "abcd", 4); /* missing NUL */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 3, "abc", 3); /* NUL cut off */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 3, "a\0c", 4); /* inner NUL */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 4, "abc", 4); /* length one past the end */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, UINT32_MAX, "abc", 4); /* length far past the end */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 3, "a\nc", 4); /* control character in a log text */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 3,
                    "a\x7f"
                    "c",
                    4);
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 3, "abc\0x", 5); /* trailing garbage */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
     free(c);
     n = goaway_raw(p, 0, "", 1); /* empty reason */
-    c = dup_exact(p, n);
+    c = sp_test_dup_exact(p, n);
     ck_assert_int_eq(sp_goaway_decode(c, n, &g), 0);
     ck_assert_uint_eq(g.reason.len, 0);
     ck_assert_str_eq(g.reason.ptr, "");
     free(c);
     for (n = 0; n < 9; n++) { /* anything shorter than the minimum */
-        c = dup_exact(p, n);
+        c = sp_test_dup_exact(p, n);
         ck_assert_int_eq(sp_goaway_decode(c, n, &g), SP_EPROTO);
         free(c);
     }
@@ -765,11 +734,11 @@ END_TEST
         uint8_t tb_[256], *tc_;                                                \
         int tn_ = enc(m, tb_, sizeof(tb_));                                    \
         ck_assert_int_gt(tn_, 0);                                              \
-        tc_ = dup_exact(tb_, (size_t)tn_);                                     \
+        tc_ = sp_test_dup_exact(tb_, (size_t)tn_);                                     \
         ck_assert_int_eq(dec(tc_, (size_t)tn_, out), 0);                       \
         free(tc_);                                                             \
         tb_[tn_] = 0;                                                          \
-        tc_ = dup_exact(tb_, (size_t)tn_ + 1);                                 \
+        tc_ = sp_test_dup_exact(tb_, (size_t)tn_ + 1);                                 \
         ck_assert_int_eq(dec(tc_, (size_t)tn_ + 1, out), SP_EPROTO);           \
         free(tc_);                                                             \
     } while (0)
@@ -874,7 +843,7 @@ START_TEST(frame_typed_value_refusals)
     {
         sp_abort_t m = {SP_ABORT_OVERLOAD, 503, sp_str("queue full")}, d;
         n = sp_abort_encode(&m, p, sizeof(p));
-        c = dup_exact(p, (size_t)n);
+        c = sp_test_dup_exact(p, (size_t)n);
         ck_assert_int_eq(sp_abort_decode(c, (size_t)n, &d), 0);
         c[7] = 1; /* reserved */
         ck_assert_int_eq(sp_abort_decode(c, (size_t)n, &d), SP_EPROTO);
@@ -1018,10 +987,10 @@ START_TEST(frame_split_feed)
     uint64_t seed;
 
     for (seed = 1; seed <= 3; seed++) {
-        rng_seed(seed * 7919);
+        sp_test_rng_seed(seed * 7919);
         total = 0;
         for (i = 0; i < NFRAMES; i++) {
-            uint8_t t = all_types[rng_below(NALL)];
+            uint8_t t = all_types[sp_test_rng_below(NALL)];
             off[i] = total;
             total +=
                 (size_t)make_frame(t, stream + total, sizeof(stream) - total);
@@ -1030,13 +999,13 @@ START_TEST(frame_split_feed)
 
         fed = start = nf = 0;
         while (fed < total) {
-            size_t chunk = rng_below(4) == 0 ? 1 : 1 + rng_below(700);
+            size_t chunk = sp_test_rng_below(4) == 0 ? 1 : 1 + sp_test_rng_below(700);
             if (chunk > total - fed)
                 chunk = total - fed;
             fed += chunk;
             /* decode every complete frame in stream[start..fed) */
             while (start < fed) {
-                uint8_t *c = dup_exact(stream + start, fed - start);
+                uint8_t *c = sp_test_dup_exact(stream + start, fed - start);
                 sp_frame_t f;
                 int n = sp_frame_decode(c, fed - start, NULL, &f);
                 if (n == SP_EAGAIN) {
@@ -1136,9 +1105,9 @@ START_TEST(frame_random_garbage)
     unsigned ok = 0;
     int i;
 
-    rng_seed(20261121);
+    sp_test_rng_seed(20261121);
     for (i = 0; i < ROUNDS; i++) {
-        size_t len = rng_below(MAXLEN + 1);
+        size_t len = sp_test_rng_below(MAXLEN + 1);
         sp_frame_t f;
         uint8_t *c;
         int n;
@@ -1146,19 +1115,19 @@ START_TEST(frame_random_garbage)
         fill_random(tmp, len);
         /* Steer half the inputs past the header checks, so the payload
          * paths see garbage too. */
-        if (len >= 16 && rng_below(2)) {
-            uint8_t t = rng_below(2) ? typed[rng_below(sizeof(typed))]
-                                     : all_types[rng_below(NALL)];
+        if (len >= 16 && sp_test_rng_below(2)) {
+            uint8_t t = sp_test_rng_below(2) ? typed[sp_test_rng_below(sizeof(typed))]
+                                     : all_types[sp_test_rng_below(NALL)];
             hdr_put(
-                tmp, 1, t, 0, is_link(t) ? 0 : rng(), is_link(t) ? 0 : rng(),
-                rng_below(4) ? rng_below((uint32_t)len - 15) : rng_below(200));
-            if (t == SP_FT_GOAWAY && len >= 24 && rng_below(2)) {
+                tmp, 1, t, 0, is_link(t) ? 0 : sp_test_rng(), is_link(t) ? 0 : sp_test_rng(),
+                sp_test_rng_below(4) ? sp_test_rng_below((uint32_t)len - 15) : sp_test_rng_below(200));
+            if (t == SP_FT_GOAWAY && len >= 24 && sp_test_rng_below(2)) {
                 /* a plausible string length */
                 memset(tmp + 20, 0, 3);
-                tmp[23] = (uint8_t)rng_below((uint32_t)len - 23);
+                tmp[23] = (uint8_t)sp_test_rng_below((uint32_t)len - 23);
             }
         }
-        c = dup_exact(tmp, len);
+        c = sp_test_dup_exact(tmp, len);
         n = sp_frame_decode(c, len, &lim, &f);
         if (n > 0) {
             ok++;
@@ -1176,7 +1145,7 @@ START_TEST(frame_random_garbage)
         }
         /* The typed decoders see raw garbage too. */
         {
-            sp_frame_t g = {{1, typed[rng_below(5)], 0, 0, 0, (uint32_t)len},
+            sp_frame_t g = {{1, typed[sp_test_rng_below(5)], 0, 0, 0, (uint32_t)len},
                             c};
             check_typed(&g);
         }

@@ -15,35 +15,6 @@
 #include "sp_frame.h"
 #include "sp_head.h"
 
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s)
-{
-    rng_state = s * 0x9e3779b97f4a7c15ull + 1;
-}
-
-static uint32_t rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
-
-static uint32_t rng_below(uint32_t n)
-{
-    return n ? rng() % n : 0;
-}
-
-static uint8_t *dup_exact(const void *p, size_t n)
-{
-    uint8_t *q = malloc(n ? n : 1);
-    ck_assert_ptr_nonnull(q);
-    if (n)
-        memcpy(q, p, n);
-    return q;
-}
-
 /* got (decoded from buf[0..len)) equals want, lies inside buf and is
  * NUL-terminated there. */
 static void str_same(sp_str_t got, sp_str_t want, const uint8_t *buf,
@@ -437,7 +408,7 @@ START_TEST(head_every_truncation_refused)
 
     b = req_encode(&h, &n);
     for (k = 0; k < n; k++) {
-        c = dup_exact(b, k);
+        c = sp_test_dup_exact(b, k);
         ck_assert_msg(sp_reqhead_decode(c, k, NULL, &d, kv, 16) == SP_EPROTO,
                       "prefix %zu of %zu", k, n);
         free(c);
@@ -453,7 +424,7 @@ START_TEST(head_every_truncation_refused)
 
     b = resp_encode(&r, &n);
     for (k = 0; k < n; k++) {
-        c = dup_exact(b, k);
+        c = sp_test_dup_exact(b, k);
         ck_assert_msg(sp_resphead_decode(c, k, NULL, &rd, kv, 16) == SP_EPROTO,
                       "prefix %zu of %zu", k, n);
         free(c);
@@ -678,7 +649,7 @@ START_TEST(head_random_mutations)
     int i;
 
     ck_assert_uint_le(nreq, sizeof(tmp));
-    rng_seed(42);
+    sp_test_rng_seed(42);
     for (i = 0; i < ROUNDS; i++) {
         int is_req = (i & 1) == 0;
         const uint8_t *src = is_req ? req : resp;
@@ -687,24 +658,24 @@ START_TEST(head_random_mutations)
         int rc;
 
         memcpy(tmp, src, n);
-        switch (rng_below(4)) {
+        switch (sp_test_rng_below(4)) {
         case 0: /* flip a few bytes */
-            for (flips = 1 + rng_below(4), k = 0; k < flips; k++)
-                tmp[rng_below((uint32_t)n)] = (uint8_t)rng();
+            for (flips = 1 + sp_test_rng_below(4), k = 0; k < flips; k++)
+                tmp[sp_test_rng_below((uint32_t)n)] = (uint8_t)sp_test_rng();
             break;
         case 1: /* small values where lengths and counts live */
-            for (flips = 1 + rng_below(3), k = 0; k < flips; k++)
-                tmp[rng_below((uint32_t)n)] = (uint8_t)rng_below(4);
+            for (flips = 1 + sp_test_rng_below(3), k = 0; k < flips; k++)
+                tmp[sp_test_rng_below((uint32_t)n)] = (uint8_t)sp_test_rng_below(4);
             break;
         case 2: /* cut or extend */
-            n = rng_below((uint32_t)n + 8);
+            n = sp_test_rng_below((uint32_t)n + 8);
             break;
         default: /* pure garbage */
-            n = rng_below(200);
+            n = sp_test_rng_below(200);
             for (k = 0; k < n; k++)
-                tmp[k] = (uint8_t)rng();
+                tmp[k] = (uint8_t)sp_test_rng();
         }
-        c = dup_exact(tmp, n);
+        c = sp_test_dup_exact(tmp, n);
         if (is_req) {
             rc = sp_reqhead_decode(c, n, &lim, &d, kv, 12);
             if (rc == 0)

@@ -38,21 +38,6 @@
 #define SECRET_A "correct horse battery staple"
 #define SECRET_B "another secret, same length.."
 
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s)
-{
-    rng_state = s * 0x9e3779b97f4a7c15ull + 1;
-}
-
-static uint32_t rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
-
 static uint64_t mix(uint64_t x)
 {
     /* splitmix64: frame k's shape, the same on both ends */
@@ -1244,7 +1229,7 @@ static void relay_move(relay_t *r, int from, int to, sp_link_t *rx, flow_t *fl)
             return;
         ck_assert_int_gt(n, 0);
         for (ssize_t off = 0; off < n;) {
-            uint32_t piece = 1 + rng() % (rng() % 2 ? 16 : r->piece_max);
+            uint32_t piece = 1 + sp_test_rng() % (sp_test_rng() % 2 ? 16 : r->piece_max);
             if (piece > (size_t)(n - off))
                 piece = (uint32_t)(n - off);
             write_all(to, buf + off, piece);
@@ -1284,7 +1269,7 @@ static void relay_run(uint64_t seed, uint32_t cmax, uint32_t smax,
     ck_assert_int_eq(sp_link_init(&r->s, b[0], 0, &sc), 0);
     r->to_srv = (flow_t){seed, smax, 1, 0};
     r->to_cli = (flow_t){seed + 1, cmax, 0, 0};
-    rng_seed(seed);
+    sp_test_rng_seed(seed);
     for (int i = 0; i < 10 && r->c.state != SP_LINK_UP; i++)
         relay_round(r);
     for (int i = 0; i < 10 && r->s.state != SP_LINK_UP; i++)
@@ -1399,16 +1384,16 @@ START_TEST(link_garbage)
     uint8_t buf[4096];
     for (uint64_t seed = 1; seed <= 200; seed++) {
         rawduo_t r;
-        rng_seed(seed);
+        sp_test_rng_seed(seed);
         /* Half before the handshake, half after it; half the time the
          * first byte is a valid version so the header checks get further. */
         if (seed % 2)
             rawduo_up(&r, NULL, 4096);
         else
             rawduo_start(&r, NULL, 4096);
-        size_t n = 1 + rng() % sizeof(buf);
+        size_t n = 1 + sp_test_rng() % sizeof(buf);
         for (size_t i = 0; i < n; i++)
-            buf[i] = (uint8_t)rng();
+            buf[i] = (uint8_t)sp_test_rng();
         if (seed % 4 < 2)
             buf[0] = 1;
         write_all(r.raw, buf, n);
