@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,4 +86,11 @@ int sp_ident_alive(const sp_ident_t *id)
     if (state == 'Z' || state == 'X')
         return 0;
     return id->start == 0 || id->start == start;
+}
+
+int sp_proc_sched_batch(int batch)
+{
+    struct sched_param sp = {.sched_priority = 0};
+
+    return sched_setscheduler(0, batch ? SCHED_BATCH : SCHED_OTHER, &sp);
 }

@@ -41,4 +41,14 @@ sp_ident_t sp_ident_self(void);
  * anything. */
 int sp_ident_alive(const sp_ident_t *id);
 
+/* The calling thread's scheduling policy: batch != 0 -> SCHED_BATCH, 0 ->
+ * SCHED_OTHER (priority 0 either way; nice is kept).  A SCHED_BATCH task
+ * does not preempt the running task when it is woken: the proxy child, the
+ * dispatcher and the workers then run after the process that woke them has
+ * gone to sleep, instead of taking the CPU from it in the middle of its
+ * work and handing it back a moment later (docs/decisions.md).  Threads
+ * and children created later inherit the policy.  Any user may choose
+ * either.  0, or -1 with errno. */
+int sp_proc_sched_batch(int batch);
+
 #endif /* SP_PROC_H */

@@ -144,6 +144,7 @@ static spm_conf_t *slotproxy_spm_new(apr_pool_t *p)
     c->buffer_size = 65536;
     c->overflow_slots = 64;
     c->max_payload = 65536;
+    c->sched_batch = 1;
     return c;
 }
 
@@ -503,6 +504,27 @@ static const char *slotproxy_cmd_limit(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+/* SlotProxyScheduling batch|normal */
+static const char *slotproxy_cmd_scheduling(cmd_parms *cmd, void *dummy,
+                                            const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    spm_conf_t *c;
+    if (err != NULL)
+        return err;
+    c = slotproxy_spm_of(cmd);
+    if (strcasecmp(arg, "batch") == 0)
+        c->sched_batch = 1;
+    else if (strcasecmp(arg, "normal") == 0)
+        c->sched_batch = 0;
+    else
+        return apr_psprintf(cmd->pool,
+                            "SlotProxyScheduling: '%s' is not one of batch, "
+                            "normal",
+                            arg);
+    return NULL;
+}
+
 /* SlotProxySessionStore PATH [max_sessions=N] [max_value=BYTES]
  * [data=BYTES] */
 static const char *slotproxy_cmd_sess_store(cmd_parms *cmd, void *dummy,
@@ -577,6 +599,10 @@ static const command_rec slotproxy_cmds[] = {
     AP_INIT_TAKE1("SlotProxyMaxPayload", slotproxy_cmd_limit,
                   (void *)SLOTPROXY_MAX_PAYLOAD, RSRC_CONF,
                   "largest link frame payload (4K..16M)"),
+    AP_INIT_TAKE1("SlotProxyScheduling", slotproxy_cmd_scheduling, NULL,
+                  RSRC_CONF,
+                  "batch|normal: the proxy child's scheduling policy "
+                  "(default batch)"),
     AP_INIT_TAKE_ARGV("SlotProxySessionStore", slotproxy_cmd_sess_store, NULL,
                       RSRC_CONF,
                       "PATH [max_sessions=N] [max_value=BYTES] [data=BYTES]: "
@@ -730,6 +756,14 @@ static void slotproxy_proxy_child(apr_pool_t *pconf, sp_ident_t parent,
                      "SPM0031: proxy child: prctl(PR_SET_PDEATHSIG)");
     if (getppid() != (pid_t)parent.pid)
         exit(0); /* the parent is already gone */
+    /* SCHED_BATCH: woken by a handler's doorbell or a link, the proxy
+     * waits for the waker to go to sleep instead of preempting it. */
+    if (sp_proc_sched_batch(slotproxy_runtime.conf->sched_batch) < 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, ap_server_conf,
+                     "SPM0033: proxy child: SlotProxyScheduling %s: "
+                     "sched_setscheduler",
+                     slotproxy_runtime.conf->sched_batch ? "batch"
+                                                          : "normal");
 
     if (delay_ms > 0)
         slotproxy_sleep_ms(delay_ms);

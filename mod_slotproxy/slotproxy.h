@@ -98,6 +98,7 @@ typedef struct spm_conf {
     uint32_t buffer_size;    /* per ring [65536] */
     uint32_t overflow_slots; /* [64] */
     uint32_t max_payload;    /* link frames [65536] */
+    int sched_batch;         /* proxy child SCHED_BATCH [1] */
 } spm_conf_t;
 
 /* Shared status of one link (the proxy writes, the status pages read;

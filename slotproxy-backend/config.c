@@ -348,6 +348,21 @@ static int conf_nodename(conf_parser_t *p, const conf_directive_t *d)
                        sizeof(p->c.node_name));
 }
 
+static int conf_scheduling(conf_parser_t *p, const conf_directive_t *d)
+{
+    char show[SHOW_CAP];
+
+    (void)d;
+    if (strcasecmp(p->argv[1], "batch") == 0)
+        p->c.sched_batch = 1;
+    else if (strcasecmp(p->argv[1], "normal") == 0)
+        p->c.sched_batch = 0;
+    else
+        return conf_fail(p, "Scheduling: '%s' is not one of batch, normal",
+                         conf_show(p->argv[1], show, sizeof(show)));
+    return 0;
+}
+
 static int conf_server_limit(conf_parser_t *p, const conf_directive_t *d)
 {
     long v;
@@ -395,6 +410,7 @@ static const conf_directive_t conf_directives[] = {
     {"User", 1, 1, CONF_STR, F(user), FS(user), 0, 0, 0, NULL},
     {"Group", 1, 1, CONF_STR, F(group), FS(group), 0, 0, 0, NULL},
     {"NodeName", 1, 1, CONF_FUNC, 0, 0, 0, 0, 0, conf_nodename},
+    {"Scheduling", 1, 1, CONF_FUNC, 0, 0, 0, 0, 0, conf_scheduling},
 };
 
 #undef F
@@ -578,6 +594,7 @@ void spb_config_defaults(spb_config_t *c)
     c->slot_buffer_size = 262144;
     c->max_links = 1024;
     c->ping_interval_s = 30;
+    c->sched_batch = 1;
     strcpy(c->error_log, "stderr");
     c->log_level = SPB_LOG_WARN;
     /* gethostname() may cut a long name without a NUL: the last byte

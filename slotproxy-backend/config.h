@@ -99,6 +99,7 @@ typedef struct spb_config {
     char user[64];
     char group[64];
     char node_name[64];
+    int sched_batch; /* Scheduling: 1 = batch [default], 0 = normal */
     /* Where Listen, SecretFile, Workers and ServerLimit were given (0 =
      * not given), so that spb_config_check can name the line. */
     int listen_line[SPB_MAX_LISTEN];

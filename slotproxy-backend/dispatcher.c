@@ -1145,6 +1145,14 @@ static void link_config_set(const spb_config_t *cfg)
     S.lcfg.node = cfg->node_name;
 }
 
+/* Scheduling: the workers forked from now on inherit the policy. */
+static void sched_apply(const spb_config_t *cfg)
+{
+    if (sp_proc_sched_batch(cfg->sched_batch) < 0)
+        SPB_WARN("SPB0905", "Scheduling %s: sched_setscheduler: %s",
+                 cfg->sched_batch ? "batch" : "normal", strerror(errno));
+}
+
 static void reload(void)
 {
     spb_config_t *nc = malloc(sizeof(*nc));
@@ -1200,6 +1208,7 @@ static void reload(void)
     free(S.cfg);
     S.cfg = nc;
     link_config_set(nc);
+    sched_apply(nc);
     S.gen++;
     for (blink_t *bl = S.links; bl; bl = bl->next)
         if (!bl->l.goaway_tx)
@@ -1582,6 +1591,7 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
         return 1;
     }
     link_config_set(cfg);
+    sched_apply(cfg);
     S.self = sp_ident_self();
     S.poll = (sp_spin_t)SP_SPIN_INIT(50000);
     for (int i = 0; i < cfg->workers; i++)

@@ -62,6 +62,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -581,10 +582,14 @@ child_exec(int in, int out, int err, int ex, const char *cwd,
            long open_max)
 {
     struct sigaction dfl;
+    struct sched_param normal = {.sched_priority = 0};
     sigset_t none;
     int e[2];
 
     setpgid(0, 0);
+    /* The script runs under the normal policy whatever the backend's
+     * Scheduling (a system call: async-signal-safe). */
+    (void)sched_setscheduler(0, SCHED_OTHER, &normal);
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)

@@ -161,7 +161,8 @@ START_TEST(config_every_directive)
         "LogLevel debug\n"
         "User nobody\n"
         "Group nogroup\n"
-        "NodeName node-a\n";
+        "NodeName node-a\n"
+        "Scheduling normal\n";
 
     parse_ok(&c, text);
     ck_assert_int_eq(c.nlisten, 2);
@@ -207,6 +208,7 @@ START_TEST(config_every_directive)
     ck_assert_str_eq(c.user, "nobody");
     ck_assert_str_eq(c.group, "nogroup");
     ck_assert_str_eq(c.node_name, "node-a");
+    ck_assert_int_eq(c.sched_batch, 0);
     ck_assert_str_eq(c.file, "t.conf");
 }
 END_TEST
@@ -242,6 +244,14 @@ START_TEST(config_numbers)
     ck_assert_int_eq(c.log_level, SPB_LOG_INFO);
     parse_ok(&c, "LogLevel debug");
     ck_assert_int_eq(c.log_level, SPB_LOG_DEBUG);
+
+    /* Scheduling: batch unless told otherwise, any case. */
+    parse_ok(&c, "Workers 2\n");
+    ck_assert_int_eq(c.sched_batch, 1);
+    parse_ok(&c, "Scheduling NORMAL\n");
+    ck_assert_int_eq(c.sched_batch, 0);
+    parse_ok(&c, "Scheduling normal\nScheduling Batch\n");
+    ck_assert_int_eq(c.sched_batch, 1);
 }
 END_TEST
 
@@ -442,6 +452,9 @@ START_TEST(config_errors)
         {"LogLevel loud\n", "t.conf:1: LogLevel: 'loud' is not one of "
                             "error, warn, info, debug"},
         {"Group \"\"\n", "t.conf:1: Group: empty argument"},
+        {"Scheduling fifo\n", "t.conf:1: Scheduling: 'fifo' is not one of "
+                               "batch, normal"},
+        {"Scheduling\n", "t.conf:1: Scheduling takes 1 argument, got 0"},
         {"Listen \"\"\n", "t.conf:1: Listen: empty argument"},
         {"User "
          "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu\n",
