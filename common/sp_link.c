@@ -55,6 +55,7 @@
  * queue frames on its link (and others) but must not free it.
  */
 #include "sp_link.h"
+#include "sp_shmlink.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -318,9 +319,47 @@ fail:
     return rc;
 }
 
+int sp_link_init_shm(sp_link_t *l, int ctl, int client, uint32_t ring_size,
+                     const sp_link_config_t *cfg)
+{
+    char err[sizeof(l->err)];
+    sp_shmlink_t *shm = client ? sp_shmlink_client(ctl, ring_size, err,
+                                                   sizeof(err))
+                               : sp_shmlink_server(ctl, ring_size, err,
+                                                   sizeof(err));
+    if (shm == NULL) {
+        int e = errno;
+        close(ctl);
+        memset(l, 0, sizeof(*l));
+        l->fd = -1;
+        l->state = SP_LINK_CLOSED;
+        snprintf(l->err, sizeof(l->err), "%s", err);
+        errno = e;
+        return SP_ESYS;
+    }
+    int rc = sp_link_init(l, sp_shmlink_fd(shm), client, cfg);
+    if (rc < 0) {
+        sp_shmlink_free(shm); /* closes ctl and the pollable fd */
+        return rc;
+    }
+    l->shm = shm;
+    return 0;
+}
+
+void sp_link_drop(sp_link_t *l)
+{
+    if (l->shm != NULL)
+        sp_shmlink_drop(l->shm); /* l->fd is one of its */
+    else if (l->fd >= 0)
+        close(l->fd);
+}
+
 void sp_link_free(sp_link_t *l)
 {
-    if (l->fd >= 0)
+    if (l->shm != NULL) {
+        sp_shmlink_free(l->shm); /* l->fd is one of its */
+        l->shm = NULL;
+    } else if (l->fd >= 0)
         close(l->fd);
     l->fd = -1;
     free(l->ibuf);
@@ -662,6 +701,24 @@ static int drain_input(sp_link_t *l, sp_link_frame_fn fn, void *arg)
     return 0;
 }
 
+/* The byte stream: a socket (or a pipe, in tests) or a shm: link. */
+static ssize_t link_read(sp_link_t *l, void *buf, size_t cap)
+{
+    if (l->shm != NULL)
+        return sp_shmlink_read(l->shm, buf, cap);
+    return read(l->fd, buf, cap);
+}
+
+static ssize_t link_write(sp_link_t *l, const void *buf, size_t len)
+{
+    if (l->shm != NULL)
+        return sp_shmlink_write(l->shm, buf, len);
+    ssize_t n = send(l->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == ENOTSOCK) /* a pipe-like test shim */
+        n = write(l->fd, buf, len);
+    return n;
+}
+
 int sp_link_on_readable(sp_link_t *l, sp_link_frame_fn fn, void *arg)
 {
     int rc;
@@ -673,7 +730,7 @@ int sp_link_on_readable(sp_link_t *l, sp_link_frame_fn fn, void *arg)
             return rc;
         /* A partial frame is shorter than the largest one we accept, which
          * fits the buffer: there is always room to read into. */
-        ssize_t r = read(l->fd, l->ibuf + l->ilen, l->icap - l->ilen);
+        ssize_t r = link_read(l, l->ibuf + l->ilen, l->icap - l->ilen);
         if (r > 0) {
             l->ilen += (size_t)r;
             l->bytes_in += (uint64_t)r;
@@ -695,8 +752,19 @@ int sp_link_on_readable(sp_link_t *l, sp_link_frame_fn fn, void *arg)
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN)
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN) {
+            /* A shm: link learns of room through readability: write what
+             * waited for it. */
+            if (l->shm != NULL && l->opos < l->olen) {
+                rc = sp_link_flush(l);
+                if (rc < 0 && rc != SP_EAGAIN)
+                    return rc;
+            }
             return 0;
+        }
+        if (errno == EPROTO && l->shm != NULL)
+            return link_fail(l, SP_EPROTO, "shm: link: %s",
+                             sp_shmlink_err(l->shm));
         if (errno == ECONNRESET)
             return link_fail(l, SP_ECLOSED,
                              "the peer reset the link (read: %s)",
@@ -710,10 +778,7 @@ int sp_link_on_readable(sp_link_t *l, sp_link_frame_fn fn, void *arg)
 int sp_link_flush(sp_link_t *l)
 {
     while (l->opos < l->olen) {
-        ssize_t n = send(l->fd, l->obuf + l->opos, l->olen - l->opos,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno == ENOTSOCK) /* a pipe-like test shim */
-            n = write(l->fd, l->obuf + l->opos, l->olen - l->opos);
+        ssize_t n = link_write(l, l->obuf + l->opos, l->olen - l->opos);
         if (n > 0) {
             l->opos += (size_t)n;
             l->bytes_out += (uint64_t)n;
@@ -726,6 +791,9 @@ int sp_link_flush(sp_link_t *l)
             return SP_EAGAIN;
         /* Dead socket: nothing queued can ever be written. */
         l->opos = l->olen = 0;
+        if (errno == EPROTO && l->shm != NULL)
+            return link_fail(l, SP_EPROTO, "shm: link: %s",
+                             sp_shmlink_err(l->shm));
         if (errno == EPIPE || errno == ECONNRESET)
             return link_fail(l, SP_ECLOSED,
                              "the peer closed the link (write: %s)",

@@ -69,6 +69,7 @@ typedef int (*sp_link_frame_fn)(void *arg, sp_link_t *l, const sp_frame_t *f);
 
 struct sp_link {
     int fd;
+    struct sp_shmlink *shm; /* a shm: link's rings, or NULL (a socket) */
     int client;
     int state;
     sp_link_config_t cfg;
@@ -106,8 +107,20 @@ struct sp_link {
  * a harmless no-op. */
 int sp_link_init(sp_link_t *l, int fd, int client, const sp_link_config_t *cfg);
 
+/* The same over a shm: link (sp_shmlink.h): ctl is the connected (client)
+ * or accepted (server) rendezvous socket, taken over in every case (closed
+ * on failure); l->fd becomes the pollable fd of the rings.  ring_size as
+ * for sp_shmlink_client.  0, SP_ESYS or SP_EINVAL with the reason in
+ * l->err. */
+int sp_link_init_shm(sp_link_t *l, int ctl, int client, uint32_t ring_size,
+                     const sp_link_config_t *cfg);
+
 /* Close the fd and free the buffers. */
 void sp_link_free(sp_link_t *l);
+
+/* In a child forked with the link: close its descriptors, nothing else
+ * (the parent's link goes on). */
+void sp_link_drop(sp_link_t *l);
 
 /* The fd is readable: read until EAGAIN (or until the input buffer holds a
  * whole frame that the callback must see first), handle link frames,

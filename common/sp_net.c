@@ -10,9 +10,10 @@
  *                      would be ambiguous).  PORT is decimal 0..65535 and
  *                      required.
  *   unix:/abs/path     absolute, short enough for sun_path with its NUL
- *   shm:/abs/path      same rules; only parsed for now (listen and connect
- *                      answer SP_EINVAL until the shared-memory links of
- *                      DESIGN.md §3.6 exist)
+ *   shm:/abs/path      same rules; the path is the rendezvous socket of a
+ *                      shared-memory link (sp_shmlink.h): listen and
+ *                      connect make a Unix stream socket there, and the
+ *                      link code then moves the stream onto the rings
  *
  * Every refusal carries a one-line reason in err naming the address as it
  * was written (it comes from a configuration file, never from a peer).
@@ -88,6 +89,16 @@ static int parse_path(const char *s, const char *rest, sp_addr_t *a, char *err,
                     sizeof(a->path) - 1, s);
     memcpy(a->path, rest, n + 1);
     return 0;
+}
+
+/* The Unix socket address of a unix: or shm: path. */
+static void unix_sa(sp_addr_t *a)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, a->path, sizeof(un->sun_path));
+    a->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+                           strlen(a->path) + 1);
 }
 
 /* Decimal 0..65535, digits only. */
@@ -194,16 +205,13 @@ int sp_addr_parse(const char *s, sp_addr_t *a, char *err, size_t errlen)
     } else if (strncmp(s, "unix:", 5) == 0) {
         a->kind = SP_ADDR_UNIX;
         rc = parse_path(s, s + 5, a, err, errlen);
-        if (rc == 0) {
-            struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
-            un->sun_family = AF_UNIX;
-            memcpy(un->sun_path, a->path, sizeof(un->sun_path));
-            a->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-                                   strlen(a->path) + 1);
-        }
+        if (rc == 0)
+            unix_sa(a);
     } else if (strncmp(s, "shm:", 4) == 0) {
         a->kind = SP_ADDR_SHM;
         rc = parse_path(s, s + 4, a, err, errlen);
+        if (rc == 0)
+            unix_sa(a);
     } else {
         return fail(err, errlen,
                     "unknown address scheme (want tcp://HOST:PORT, "
@@ -272,7 +280,7 @@ static void set_nodelay(int fd)
 
 static int family_of(const sp_addr_t *a)
 {
-    return a->kind == SP_ADDR_UNIX ? AF_UNIX : a->sa.ss_family;
+    return a->kind == SP_ADDR_TCP ? a->sa.ss_family : AF_UNIX;
 }
 
 /* Close fd keeping errno (close may clobber it). */
@@ -309,11 +317,9 @@ int sp_addr_listen(sp_addr_t *a, int backlog)
 {
     int fd, one = 1;
 
-    if (a->kind == SP_ADDR_SHM) {
-        errno = EOPNOTSUPP;
-        return SP_EINVAL;
-    }
-    if ((a->kind != SP_ADDR_TCP && a->kind != SP_ADDR_UNIX) || a->salen == 0) {
+    if ((a->kind != SP_ADDR_TCP && a->kind != SP_ADDR_UNIX &&
+         a->kind != SP_ADDR_SHM) ||
+        a->salen == 0) {
         errno = EINVAL;
         return SP_EINVAL;
     }
@@ -353,11 +359,9 @@ int sp_addr_connect(const sp_addr_t *a)
 {
     int fd;
 
-    if (a->kind == SP_ADDR_SHM) {
-        errno = EOPNOTSUPP;
-        return SP_EINVAL;
-    }
-    if ((a->kind != SP_ADDR_TCP && a->kind != SP_ADDR_UNIX) || a->salen == 0) {
+    if ((a->kind != SP_ADDR_TCP && a->kind != SP_ADDR_UNIX &&
+         a->kind != SP_ADDR_SHM) ||
+        a->salen == 0) {
         errno = EINVAL;
         return SP_EINVAL;
     }

@@ -5,7 +5,7 @@
  *   tcp://HOST:PORT      HOST a name, an IPv4 address or [IPv6]; PORT 0 in a
  *                        listener means "pick one" (tests)
  *   unix:/abs/path       a Unix stream socket
- *   shm:/abs/path        a shared-memory link's rendezvous (later)
+ *   shm:/abs/path        a shared-memory link's rendezvous socket
  *
  * Sockets made here are non-blocking and close-on-exec; TCP ones have
  * TCP_NODELAY.  Nothing here logs; failures return SP_E* with a message
@@ -25,7 +25,7 @@ typedef struct sp_addr {
     char host[256];  /* tcp: as written, without brackets */
     uint16_t port;   /* tcp */
     char path[108];  /* unix, shm */
-    struct sockaddr_storage sa; /* resolved (tcp, unix) */
+    struct sockaddr_storage sa; /* resolved (tcp; unix, shm: AF_UNIX) */
     socklen_t salen;
 } sp_addr_t;
 
@@ -40,14 +40,14 @@ const char *sp_addr_format(const sp_addr_t *a, char *buf, size_t len);
 int sp_addr_is_local(const sp_addr_t *a);
 
 /* Listening socket (SO_REUSEADDR; a stale unix socket file is removed
- * first).  Returns the fd, or SP_ESYS with errno set (SP_EINVAL for shm:,
- * not implemented yet).  For tcp port 0 the chosen port is written back to
+ * first; shm: listens on a Unix socket at its path, the rendezvous).
+ * Returns the fd, or SP_ESYS with errno set.  For tcp port 0 the chosen port is written back to
  * a->port. */
 int sp_addr_listen(sp_addr_t *a, int backlog);
 
 /* Start a non-blocking connect.  Returns the fd (connected or in
  * progress: wait for writability, then sp_net_connect_result()), or
- * SP_ESYS with errno set (SP_EINVAL for shm:, not implemented yet). */
+ * SP_ESYS with errno set.  unix: and shm: connect at once or fail. */
 int sp_addr_connect(const sp_addr_t *a);
 
 /* After a non-blocking connect became writable: 0 if connected, else

@@ -344,11 +344,6 @@ static const char *slotproxy_cmd_backend(cmd_parms *cmd, void *dummy, int argc,
     if (sp_addr_parse(argv[1], &b->addr, reason, sizeof(reason)) < 0)
         return apr_psprintf(cmd->pool, "%s: bad address '%s': %s", what,
                             argv[1], reason[0] ? reason : "invalid");
-    if (b->addr.kind != SP_ADDR_TCP && b->addr.kind != SP_ADDR_UNIX)
-        return apr_psprintf(cmd->pool,
-                            "%s: '%s': only tcp:// and unix: "
-                            "addresses are supported",
-                            what, argv[1]);
     b->links = 2;
     b->connect_timeout_ms = 3000;
     b->timeout_ms = 300000;
@@ -576,7 +571,7 @@ static const command_rec slotproxy_cmds[] = {
     AP_INIT_TAKE_ARGV("SlotProxyBackend", slotproxy_cmd_backend, NULL,
                       RSRC_CONF,
                       "NAME ADDRESS [key=value ...]: declare a backend "
-                      "(tcp://host:port or unix:/path; links, "
+                      "(tcp://host:port, unix:/path or shm:/path; links, "
                       "connect_timeout, timeout, ping, retry, secret)"),
     AP_INIT_TAKE2("SlotProxyPass", slotproxy_cmd_pass, NULL, RSRC_CONF,
                   "PATH NAME: send URLs under PATH to backend NAME "

@@ -55,6 +55,7 @@
 #include "sp_mark.h"
 #include "sp_proc.h"
 #include "sp_ring.h"
+#include "sp_shmlink.h"
 
 /* ---- the segment ------------------------------------------------------- */
 
@@ -943,8 +944,13 @@ static void backend_connect(pbackend_t *b, int bi)
     pl->backend = bi;
     pl->shared_idx = shared_idx_free(b);
     int fd = sp_addr_connect(&b->conf->addr);
-    if (fd < 0 || sp_link_init(&pl->l, fd, 1, &b->lcfg) < 0) {
-        if (fd >= 0)
+    int shm = b->conf->addr.kind == SP_ADDR_SHM;
+    int rc = fd < 0 ? SP_ESYS
+             : shm  ? sp_link_init_shm(&pl->l, fd, 1, SP_SHMLINK_RING_DEFAULT,
+                                       &b->lcfg)
+                    : sp_link_init(&pl->l, fd, 1, &b->lcfg);
+    if (rc < 0) {
+        if (fd >= 0 && !shm) /* sp_link_init_shm closed it */
             close(fd);
         if (pl->shared_idx >= 0)
             b->sh->link[pl->shared_idx].failures++;
@@ -962,7 +968,9 @@ static void backend_connect(pbackend_t *b, int bi)
     pl->l.last_rx_ns = sp_now_ns();
     if (pl->shared_idx >= 0)
         b->sh->link[pl->shared_idx].connects++;
-    link_shared_state(pl, SPM_LINK_CONNECTING);
+    /* A shm: link's socket connected at once (a Unix socket does): the
+     * handshake runs over the rings from here. */
+    link_shared_state(pl, shm ? SPM_LINK_HANDSHAKE : SPM_LINK_CONNECTING);
     link_set_events(pl, 1);
 }
 

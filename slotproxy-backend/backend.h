@@ -38,6 +38,7 @@
 #include "config.h"
 #include "sp_link.h"
 #include "sp_proc.h"
+#include "sp_shmlink.h"
 #include "sp_slots.h"
 
 #define SPB_VERSION "0.1.0"

@@ -903,7 +903,19 @@ static void link_accept(listener_t *ls)
             continue;
         }
         blink_t *bl = calloc(1, sizeof(*bl));
-        if (bl == NULL || sp_link_init(&bl->l, fd, 0, &S.lcfg) < 0) {
+        if (bl == NULL) {
+            close(fd);
+            continue;
+        }
+        if (ls->addr.kind == SP_ADDR_SHM) {
+            /* The connect message is read when the socket is readable. */
+            if (sp_link_init_shm(&bl->l, fd, 0, SP_SHMLINK_RING_DEFAULT,
+                                 &S.lcfg) < 0) {
+                SPB_WARN("SPB0308", "link on %s: %s", ls->name, bl->l.err);
+                free(bl);
+                continue;
+            }
+        } else if (sp_link_init(&bl->l, fd, 0, &S.lcfg) < 0) {
             free(bl);
             close(fd);
             continue;
@@ -911,7 +923,7 @@ static void link_accept(listener_t *ls)
         bl->kind = EV_LINK;
         snprintf(bl->peer, sizeof(bl->peer), "%.63s", ls->name);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = bl};
-        if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (epoll_ctl(S.ep, EPOLL_CTL_ADD, bl->l.fd, &ev) < 0) {
             sp_link_free(&bl->l);
             free(bl);
             continue;
@@ -1031,7 +1043,7 @@ static void listeners_close(listener_t *ls)
         listener_t *n = ls->next;
         epoll_ctl(S.ep, EPOLL_CTL_DEL, ls->fd, NULL);
         close(ls->fd);
-        if (ls->addr.kind == SP_ADDR_UNIX)
+        if (ls->addr.kind == SP_ADDR_UNIX || ls->addr.kind == SP_ADDR_SHM)
             unlink(ls->addr.path);
         free(ls);
         ls = n;
@@ -1062,7 +1074,8 @@ static int drop_privileges(const spb_config_t *cfg)
         /* Unix sockets were made by root: hand them to the daemon's user
          * so frontends running as that user (httpd's www-data) connect. */
         for (listener_t *ls = S.listeners; ls; ls = ls->next)
-            if (ls->addr.kind == SP_ADDR_UNIX &&
+            if ((ls->addr.kind == SP_ADDR_UNIX ||
+                 ls->addr.kind == SP_ADDR_SHM) &&
                 chown(ls->addr.path, pw->pw_uid, gid) < 0)
                 SPB_WARN("SPB0407", "chown %s: %s", ls->addr.path,
                          strerror(errno));
@@ -1240,7 +1253,7 @@ static void worker_spawn(spb_worker_t *w)
         for (listener_t *ls = S.listeners; ls; ls = ls->next)
             close(ls->fd);
         for (blink_t *bl = S.links; bl; bl = bl->next)
-            close(bl->l.fd);
+            sp_link_drop(&bl->l);
         spb_worker_main(S.cfg, S.handlers, S.nhandlers, &S.slots, w->slot,
                         S.self);
         _exit(0);

@@ -468,16 +468,38 @@ START_TEST(net_unix_listen_keeps_regular_file)
 }
 END_TEST
 
-START_TEST(net_shm_not_yet)
+START_TEST(net_shm_rendezvous_socket)
 {
     sp_addr_t a;
     char err[256];
+    struct stat st;
+    const char *path = "/tmp/sp-shm-test.sock";
 
-    ck_assert_int_eq(
-        sp_addr_parse("shm:/tmp/sp-shm-test", &a, err, sizeof(err)), 0);
-    ck_assert_int_eq(sp_addr_listen(&a, 4), SP_EINVAL);
-    ck_assert_int_eq(sp_addr_connect(&a), SP_EINVAL);
-    ck_assert_int_ne(access("/tmp/sp-shm-test", F_OK), 0);
+    (void)unlink(path);
+    ck_assert_int_eq(sp_addr_parse("shm:/tmp/sp-shm-test.sock", &a, err,
+                                   sizeof(err)),
+                     0);
+    /* Nobody listening: connect fails at once. */
+    errno = 0;
+    ck_assert_int_eq(sp_addr_connect(&a), SP_ESYS);
+    ck_assert_int_eq(errno, ENOENT);
+    /* The rendezvous is a Unix stream socket at the path. */
+    int lfd = sp_addr_listen(&a, 4);
+    ck_assert_int_ge(lfd, 0);
+    ck_assert_int_eq(lstat(path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    int cfd = sp_addr_connect(&a);
+    ck_assert_int_ge(cfd, 0);
+    int afd = sp_net_accept(lfd);
+    ck_assert_int_ge(afd, 0);
+    ck_assert_int_eq(write(cfd, "x", 1), 1);
+    char c = 0;
+    ck_assert_int_eq(read(afd, &c, 1), 1);
+    ck_assert_int_eq(c, 'x');
+    close(afd);
+    close(cfd);
+    close(lfd);
+    ck_assert_int_eq(unlink(path), 0);
 }
 END_TEST
 
@@ -495,7 +517,7 @@ Suite *suite_net(void)
     tcase_add_test(tc, net_tcp_addr_in_use);
     tcase_add_test(tc, net_unix_listen_stale_and_live);
     tcase_add_test(tc, net_unix_listen_keeps_regular_file);
-    tcase_add_test(tc, net_shm_not_yet);
+    tcase_add_test(tc, net_shm_rendezvous_socket);
     suite_add_tcase(s, tc);
     return s;
 }
