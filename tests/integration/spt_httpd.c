@@ -295,6 +295,54 @@ void spt_httpd_graceful(spt_httpd_t *h)
                   "apache2 -k graceful: status %d", status);
 }
 
+int spt_httpd_run_conf(const char *mpm, const char *site,
+                       const char *const *args, int timeout_ms, char *out,
+                       size_t cap)
+{
+    spt_httpd_t h;
+    memset(&h, 0, sizeof(h));
+    snprintf(h.mpm, sizeof(h.mpm), "%s", mpm);
+    snprintf(h.dir, sizeof(h.dir), "/tmp/spt-httpd-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(h.dir));
+    chmod(h.dir, 0755);
+    if (geteuid() == 0) {
+        struct passwd *pw = getpwnam("www-data");
+        ck_assert_msg(pw != NULL, "no user www-data");
+        ck_assert_int_eq(chown(h.dir, pw->pw_uid, pw->pw_gid), 0);
+    }
+    h.port = spt_free_port();
+    snprintf(h.base, sizeof(h.base), "http://127.0.0.1:%d", h.port);
+    snprintf(h.conf, sizeof(h.conf), "%s/httpd.conf", h.dir);
+    snprintf(h.log, sizeof(h.log), "%s/error.log", h.dir);
+    write_conf(&h, site);
+
+    const char *argv[12] = {"-f", h.conf};
+    int n = 2;
+    for (int i = 0; args[i] && n < 11; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid = httpd_exec(&h, argv, "run.log");
+    spt_live_add(pid);
+    int status = 0, rc;
+    if (wait_exit(pid, timeout_ms, &status) == 0) {
+        rc = WIFEXITED(status) ? WEXITSTATUS(status)
+                               : 128 + WTERMSIG(status);
+    } else {
+        spt_kill_tree(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        rc = -1;
+    }
+    spt_live_del(pid);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/run.log", h.dir);
+    char *s = spt_read_file(path);
+    snprintf(out, cap, "%s", s ? s : "");
+    free(s);
+    if (getenv("SPT_KEEP") == NULL)
+        rm_rf(h.dir);
+    return rc;
+}
+
 int spt_httpd_stop(spt_httpd_t *h)
 {
     if (h->pid <= 0)

@@ -63,6 +63,17 @@ const char *spt_httpd_site(const char *addr, const char *params,
 /* `apache2 -k graceful -f CONF` (waits for that command to return). */
 void spt_httpd_graceful(spt_httpd_t *h);
 
+/* Generate a configuration as spt_httpd_start does (mpm, site) in a
+ * fresh directory and run `apache2 -f CONF` with args (NULL-terminated,
+ * at most 8: {"-t", NULL} checks it, {"-DFOREGROUND", NULL} starts it)
+ * until it exits, at most timeout_ms (then its tree is SIGKILLed and the
+ * result is -1).  Its stdout and stderr into out (NUL-terminated,
+ * truncated to cap); the directory is removed.  Returns the exit status:
+ * for a configuration httpd must refuse. */
+int spt_httpd_run_conf(const char *mpm, const char *site,
+                       const char *const *args, int timeout_ms, char *out,
+                       size_t cap);
+
 /* SIGTERM, wait up to 20 s (then SIGKILL the tree and fail).  Returns the
  * exit status. */
 int spt_httpd_stop(spt_httpd_t *h);

@@ -26,6 +26,9 @@
  *   abortdone  (test_backend_abort_done.c) ABORT or link close for a
  *              stream whose worker finished but whose response waits for
  *              credit: the worker is free at once, not at RequestTimeout
+ *   sched      (test_backend_sched.c) Scheduling: the policy of the
+ *              dispatcher and the workers, at start and across a reload;
+ *              CGI scripts run SCHED_OTHER
  *
  * Every test starts its own backend and ends with spt_backend_finish():
  * exit status 0 and no [error]/[warn] line but the tags it expects.
@@ -599,5 +602,6 @@ Suite *suite_backend(void)
     tb_add_reload_cases(s);
     tb_add_accept_cases(s);
     tb_add_abort_done_cases(s);
+    tb_add_sched_cases(s);
     return s;
 }

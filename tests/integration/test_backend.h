@@ -29,5 +29,6 @@ void tb_add_peer_cases(Suite *s);
 void tb_add_reload_cases(Suite *s);
 void tb_add_accept_cases(Suite *s);
 void tb_add_abort_done_cases(Suite *s);
+void tb_add_sched_cases(Suite *s);
 
 #endif

@@ -20,6 +20,9 @@
  *            streaming requests: none fails, the old proxy child exits
  *   abort    (test_module_fail.c) client gone mid-download: the backend's
  *            only worker is free at once, no slot stays taken
+ *   sched    (test_module_sched.c) SlotProxyScheduling: the proxy child's
+ *            policy at start and after a graceful restart; bad values
+ *            refused
  *
  * Each test ends with tm_finish(): httpd and backend stopped cleanly, and
  * no [error]/[warn] line in either log but the tags the test expects.
@@ -419,5 +422,6 @@ Suite *suite_module(void)
     tm_add_load_cases(s);
     tm_add_fail_cases(s);
     tm_add_session_cases(s);
+    tm_add_sched_cases(s);
     return s;
 }

@@ -67,5 +67,6 @@ void tm_load_free(tm_load_t *l);
 void tm_add_load_cases(Suite *s);
 void tm_add_fail_cases(Suite *s);
 void tm_add_session_cases(Suite *s);
+void tm_add_sched_cases(Suite *s);
 
 #endif
