@@ -136,10 +136,12 @@ void spt_backend_start_secret(spt_backend_t *b, const char *extra,
     snprintf(b->conf, sizeof(b->conf), "%s/backend.conf", b->dir);
     snprintf(b->log, sizeof(b->log), "%s/error.log", b->dir);
     snprintf(b->unix_addr, sizeof(b->unix_addr), "unix:%s/b.sock", b->dir);
+    snprintf(b->shm_addr, sizeof(b->shm_addr), "shm:%s/b.shm", b->dir);
     char conf[8192];
     snprintf(conf, sizeof(conf),
              "Listen %s\n"
              "Listen tcp://127.0.0.1:0\n"
+             "Listen %s\n"
              "ErrorLog %s\n"
              "LogLevel info\n"
              "PidFile %s/backend.pid\n"
@@ -151,7 +153,7 @@ void spt_backend_start_secret(spt_backend_t *b, const char *extra,
              "GracefulTimeout 5\n"
              "%s"
              "%s\n",
-             b->unix_addr, b->log, b->dir, spt_env("SP_TOP"),
+             b->unix_addr, b->shm_addr, b->log, b->dir, spt_env("SP_TOP"),
              spt_env("SP_SAMPLE_PLUGIN"), secret_line, extra ? extra : "");
     write_file(b->conf, conf, 0644);
     backend_launch(b, 0);

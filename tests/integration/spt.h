@@ -19,6 +19,7 @@ typedef struct spt_backend {
     char log[320];
     char unix_addr[340]; /* "unix:/tmp/spt-x/b.sock" */
     char tcp_addr[64];   /* "tcp://127.0.0.1:PORT" */
+    char shm_addr[340];  /* "shm:/tmp/spt-x/b.shm" */
     char secret[64];     /* "" when no SecretFile */
 } spt_backend_t;
 

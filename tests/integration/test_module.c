@@ -38,7 +38,9 @@
 
 const char *const tm_mpms[] = {"prefork", "event"};
 
-void tm_start(tm_env_t *e, int mpm, const char *backend_extra, int tcp,
+const char *const tm_transports[] = {"unix", "tcp", "shm"};
+
+void tm_start(tm_env_t *e, int mpm, const char *backend_extra, int transport,
               const char *params, const char *httpd_extra, int links)
 {
     char extra[4096];
@@ -48,9 +50,11 @@ void tm_start(tm_env_t *e, int mpm, const char *backend_extra, int tcp,
              geteuid() == 0 ? "User www-data\nGroup www-data\n" : "",
              backend_extra ? backend_extra : "");
     spt_backend_start(&e->b, extra);
-    const char *addr = tcp ? e->b.tcp_addr : e->b.unix_addr;
+    const char *addr = transport == TM_TCP   ? e->b.tcp_addr
+                       : transport == TM_SHM ? e->b.shm_addr
+                                             : e->b.unix_addr;
     ck_assert_msg(addr[0] != '\0', "backend has no %s address",
-                  tcp ? "tcp" : "unix");
+                  tm_transports[transport]);
     spt_httpd_start(&e->h, e->mpm, spt_httpd_site(addr, params, httpd_extra),
                     links);
 }
@@ -272,10 +276,13 @@ static void expect_ok(const spt_req_t *q, const spt_resp_t *r, long status,
 static const int64_t sizes[] = {0, 1024, 1024 * 1024, 100 * 1024 * 1024};
 #define NSIZES 4
 
+/* Loop index: the MPM, over a unix: link for 0..TM_NMPMS-1 and over a
+ * shm: link for the next TM_NMPMS. */
 START_TEST(module_basic)
 {
     tm_env_t e;
-    tm_start(&e, _i, NULL, 0, "", NULL, 2);
+    tm_start(&e, _i % TM_NMPMS, NULL, _i < TM_NMPMS ? TM_UNIX : TM_SHM, "",
+             NULL, 2);
     spt_client_t *c = spt_client_new(&e.h);
     spt_resp_t *r = malloc(sizeof(*r));
     char what[320], path[256];
@@ -417,7 +424,7 @@ Suite *suite_module(void)
     Suite *s = suite_create("module");
     TCase *tc = tcase_create("basic");
     tcase_set_timeout(tc, 180);
-    tcase_add_loop_test(tc, module_basic, 0, TM_NMPMS);
+    tcase_add_loop_test(tc, module_basic, 0, 2 * TM_NMPMS);
     suite_add_tcase(s, tc);
     tm_add_load_cases(s);
     tm_add_fail_cases(s);

@@ -23,12 +23,16 @@ typedef struct tm_env {
     const char *mpm;
 } tm_env_t;
 
+/* How httpd reaches the backend. */
+enum { TM_UNIX = 0, TM_TCP = 1, TM_SHM = 2 };
+extern const char *const tm_transports[]; /* "unix", "tcp", "shm" */
+
 /* Start a backend (backend_extra appended to its configuration; as root
  * with User/Group www-data so httpd's proxy child, which runs as
- * www-data, may use its unix socket), then httpd with backend "app" at
- * the backend's unix (tcp == 0) or tcp address, params on the
+ * www-data, may use its unix sockets), then httpd with backend "app" at
+ * the backend's address for transport (TM_*), params on the
  * SlotProxyBackend line and httpd_extra appended; waits for `links` links. */
-void tm_start(tm_env_t *e, int mpm, const char *backend_extra, int tcp,
+void tm_start(tm_env_t *e, int mpm, const char *backend_extra, int transport,
               const char *params, const char *httpd_extra, int links);
 
 /* Stop both and check both logs (allowed tags, NULL-terminated). */

@@ -43,10 +43,13 @@ static int hello_ok(const spt_resp_t *r)
 /* The 503s the module answers while no link is up. */
 static const char *const down_httpd_allowed[] = {"SPM0214", NULL};
 
+/* Loop index as in module_basic: unix: then shm: links. */
 START_TEST(module_backend_down)
 {
     tm_env_t e;
-    tm_start(&e, _i, NULL, 0, "links=2 connect_timeout=1", NULL, 2);
+    int transport = _i < TM_NMPMS ? TM_UNIX : TM_SHM;
+    tm_start(&e, _i % TM_NMPMS, NULL, transport, "links=2 connect_timeout=1",
+             NULL, 2);
     spt_client_t *c = spt_client_new(&e.h);
     spt_resp_t *r = malloc(sizeof(*r));
     get_hello(c, r);
@@ -107,10 +110,10 @@ START_TEST(module_backend_down)
                       i, r->status, r->err);
     }
     fprintf(stderr,
-            "figure: %s: backend down -> 503 in at most %.0f ms "
+            "figure: %s, %s link: backend down -> 503 in at most %.0f ms "
             "(connect_timeout=1); back: first 200 %.0f ms after the backend "
             "restarted (%d more 503 meanwhile)\n",
-            e.mpm, worst, back, n503);
+            e.mpm, tm_transports[transport], worst, back, n503);
 
     free(r);
     spt_client_free(c);
@@ -319,7 +322,7 @@ void tm_add_fail_cases(Suite *s)
 {
     TCase *tc = tcase_create("backenddown");
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, module_backend_down, 0, TM_NMPMS);
+    tcase_add_loop_test(tc, module_backend_down, 0, 2 * TM_NMPMS);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("graceful");

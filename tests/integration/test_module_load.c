@@ -35,7 +35,7 @@ static const char *load_mpm_conf(int mpm)
 START_TEST(module_load)
 {
     tm_env_t e;
-    tm_start(&e, _i, "Workers 8\nMaxQueue 4096\n", 1, "links=2",
+    tm_start(&e, _i, "Workers 8\nMaxQueue 4096\n", TM_TCP, "links=2",
              load_mpm_conf(_i), LOAD_LINKS);
     int port = tm_backend_port(&e);
     ck_assert_int_eq(spt_tcp_established_to(port), LOAD_LINKS);
@@ -106,12 +106,16 @@ END_TEST
 static const char *const kill_httpd_allowed[] = {"SPM0003", "SPM0214",
                                                  "SPM0216", NULL};
 
+/* Loop index as in module_basic: unix: then shm: links. */
 START_TEST(module_proxy_kill)
 {
     tm_env_t e;
+    int transport = _i < TM_NMPMS ? TM_UNIX : TM_SHM;
     /* prefork: a worker per client from the start. */
-    tm_start(&e, _i, "Workers 4\n", 0, "links=2",
-             _i == 0 ? "StartServers 48\nMaxSpareServers 64\n" : NULL, 2);
+    tm_start(&e, _i % TM_NMPMS, "Workers 4\n", transport, "links=2",
+             _i % TM_NMPMS == 0 ? "StartServers 48\nMaxSpareServers 64\n"
+                                : NULL,
+             2);
     spt_status_t st;
     ck_assert_int_eq(spt_httpd_status(&e.h, &st), 0);
     pid_t old = (pid_t)st.proxy_pid;
@@ -155,11 +159,12 @@ START_TEST(module_proxy_kill)
 
     long in_flight_failed = tm_load_failed(l) - tm_load_failed_after_mark(l);
     fprintf(stderr,
-            "figure: %s: proxy child %d killed under load (32 clients): "
+            "figure: %s, %s link: proxy child %d killed under load (32 "
+            "clients): "
             "%d forked %.0f ms later, first request started after the kill "
             "answered %.0f ms after it; %ld in flight at the kill failed, "
             "%ld started after it ok, %ld failed\n",
-            e.mpm, (int)old, (int)fresh, t_new,
+            e.mpm, tm_transports[transport], (int)old, (int)fresh, t_new,
             tm_load_first_ok_after_mark(l), in_flight_failed,
             tm_load_ok_after_mark(l), tm_load_failed_after_mark(l));
     if (in_flight_failed > 0)
@@ -197,6 +202,6 @@ void tm_add_load_cases(Suite *s)
 
     tc = tcase_create("proxykill");
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, module_proxy_kill, 0, TM_NMPMS);
+    tcase_add_loop_test(tc, module_proxy_kill, 0, 2 * TM_NMPMS);
     suite_add_tcase(s, tc);
 }
