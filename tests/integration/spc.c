@@ -13,6 +13,7 @@
 
 #include "sp_auth.h"
 #include "sp_crc.h"
+#include "sp_shmlink.h"
 #include "sp_error.h"
 #include "sp_frame.h"
 #include "sp_net.h"
@@ -164,8 +165,14 @@ int spc_connect(spc_t *c, const char *addr, const char *secret,
         close(fd);
         return SP_ESYS;
     }
-    rc = sp_link_init(&c->l, fd, 1, &c->cfg);
-    if (rc < 0) {
+    if (a.kind == SP_ADDR_SHM) {
+        /* The rendezvous socket is connected: move onto the rings. */
+        rc = sp_link_init_shm(&c->l, fd, 1, SP_SHMLINK_RING_DEFAULT, &c->cfg);
+        if (rc < 0) {
+            snprintf(err, errlen, "shm: link: %s", c->l.err);
+            return rc;
+        }
+    } else if ((rc = sp_link_init(&c->l, fd, 1, &c->cfg)) < 0) {
         close(fd);
         return rc;
     }

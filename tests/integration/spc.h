@@ -59,7 +59,7 @@ typedef struct spc {
     int close_rc;
 } spc_t;
 
-/* Connect to addr ("tcp://..", "unix:..") and complete the handshake
+/* Connect to addr ("tcp://..", "unix:..", "shm:..") and complete the handshake
  * within timeout_ms.  secret may be NULL.  0, or a negative SP_E* with a
  * message in err. */
 int spc_connect(spc_t *c, const char *addr, const char *secret,

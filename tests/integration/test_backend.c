@@ -179,12 +179,13 @@ static uint8_t load_byte(uint32_t i, size_t j)
     return (uint8_t)(i * 131u + j * 7u + (j >> 9) + 1u);
 }
 
+/* _i: 0 over a unix: link, 1 over a shm: link. */
 START_TEST(backend_streams_200)
 {
     spt_backend_t b;
     spt_backend_start(&b, "Workers 8\nMaxQueue 512\n");
     spc_t c;
-    tb_connect(&c, b.unix_addr, NULL, LOAD_STREAMS);
+    tb_connect(&c, _i ? b.shm_addr : b.unix_addr, NULL, LOAD_STREAMS);
     double t0 = spt_ms();
     /* Open every stream first: all heads go out before any body. */
     for (uint32_t i = 0; i < LOAD_STREAMS; i++) {
@@ -226,8 +227,9 @@ START_TEST(backend_streams_200)
                 ck_abort_msg("stream %u: byte %zu differs", i, j);
     }
     free(buf);
-    fprintf(stderr, "figure: %d concurrent streams on one link in %.0f ms\n",
-            LOAD_STREAMS, ms);
+    fprintf(stderr,
+            "figure: %d concurrent streams on one %s link in %.0f ms\n",
+            LOAD_STREAMS, _i ? "shm:" : "unix:", ms);
     spc_close(&c);
     spt_backend_finish(&b, NULL);
 }
@@ -581,7 +583,7 @@ Suite *suite_backend(void)
 
     tc = tcase_create("load");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, backend_streams_200);
+    tcase_add_loop_test(tc, backend_streams_200, 0, 2);
     tcase_add_test(tc, backend_link_reuse);
     suite_add_tcase(s, tc);
 
@@ -603,5 +605,6 @@ Suite *suite_backend(void)
     tb_add_accept_cases(s);
     tb_add_abort_done_cases(s);
     tb_add_sched_cases(s);
+    tb_add_shm_cases(s);
     return s;
 }

@@ -30,5 +30,6 @@ void tb_add_reload_cases(Suite *s);
 void tb_add_accept_cases(Suite *s);
 void tb_add_abort_done_cases(Suite *s);
 void tb_add_sched_cases(Suite *s);
+void tb_add_shm_cases(Suite *s);
 
 #endif
