@@ -104,6 +104,7 @@ int main(void)
     srunner_add_suite(sr, suite_head());
     srunner_add_suite(sr, suite_net());
     srunner_add_suite(sr, suite_link());
+    srunner_add_suite(sr, suite_shmlink());
     srunner_add_suite(sr, suite_config());
     srunner_add_suite(sr, suite_apps());
     srunner_run_all(sr, CK_NORMAL);

@@ -24,6 +24,7 @@ Suite *suite_config(void);
 Suite *suite_apps(void);
 Suite *suite_net(void);
 Suite *suite_link(void);
+Suite *suite_shmlink(void);
 
 /* Anonymous MAP_SHARED memory that survives fork (test helper). */
 void *sp_test_shared(size_t size);

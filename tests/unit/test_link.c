@@ -12,7 +12,11 @@
  * Cases: auth (known-answer HMAC vector, nonces, secret files), link
  * (handshake with and without secrets, every refusal, PING/PONG, GOAWAY,
  * ordered delivery across partial reads, limits, garbage, truncation, the
- * soft limit, dead peers without SIGPIPE, real sockets).
+ * soft limit, dead peers without SIGPIPE, real sockets), shm (the same
+ * link over a shm: link's rings - sp_link_init_shm - with the handshake,
+ * stream frames larger than the ring moved by readability alone, the
+ * peer's close, a malformed rendezvous socket, and sp_link_drop in a
+ * forked child).
  */
 #include "sp_unit.h"
 
@@ -25,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sp_auth.h"
@@ -32,6 +37,8 @@
 #include "sp_frame.h"
 #include "sp_link.h"
 #include "sp_net.h"
+#include "sp_proc.h"
+#include "sp_shmlink.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -1675,6 +1682,334 @@ START_TEST(link_tcp_reset)
 }
 END_TEST
 
+/* ---- shm: links ------------------------------------------------------- */
+
+/* A client and a server link over a shm: link whose rendezvous is a
+ * socketpair (client 1 on sv[0], server 0 on sv[1]), handshake pumped.
+ * *spare, when not NULL, gets a duplicate of the client's socket. */
+static void shm_duo_up(duo_t *d, uint32_t ring, int *spare)
+{
+    int sv[2];
+    memset(d, 0, sizeof(*d));
+    mkpair(sv);
+    if (spare != NULL)
+        ck_assert_int_ge(*spare = dup(sv[0]), 0);
+    d->cc = config(SECRET_A, "proxy-shm");
+    d->sc = config(SECRET_A, "backend-shm");
+    ck_assert_int_eq(sp_link_init_shm(&d->c, sv[0], 1, ring, &d->cc), 0);
+    ck_assert_int_eq(sp_link_init_shm(&d->s, sv[1], 0, ring, &d->sc), 0);
+    ck_assert_ptr_nonnull(d->c.shm);
+    ck_assert_ptr_nonnull(d->s.shm);
+    ck_assert_int_eq(d->c.state, SP_LINK_HELLO_SENT);
+    ck_assert_int_eq(d->s.state, SP_LINK_WAIT_HELLO);
+    ck_assert_uint_gt(sp_link_pending(&d->c), 0); /* the HELLO */
+    d->cs = (side_t){&d->c, rec_fn, &d->cr, 0, 0};
+    d->ss = (side_t){&d->s, rec_fn, &d->sr, 0, 0};
+    pump(&d->cs, &d->ss);
+    ck_assert_msg(d->c.state == SP_LINK_UP, "client %d: %s", d->c.state,
+                  d->c.err);
+    ck_assert_msg(d->s.state == SP_LINK_UP, "server %d: %s", d->s.state,
+                  d->s.err);
+    ck_assert_int_eq(d->cs.rc, 0);
+    ck_assert_int_eq(d->ss.rc, 0);
+    ck_assert_str_eq(d->c.peer_node, "backend-shm");
+    ck_assert_str_eq(d->s.peer_node, "proxy-shm");
+}
+
+/* Call on_readable while the fd is readable, until it reports an error
+ * (at most a few times: the EOF may come one call after the last data). */
+static int shm_until_error(sp_link_t *l, rec_t *r)
+{
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {l->fd, POLLIN, 0};
+        ck_assert_msg(poll(&p, 1, 2000) == 1, "fd not readable (call %d)", i);
+        int rc = sp_link_on_readable(l, rec_fn, r);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+START_TEST(link_shm_frames)
+{
+    duo_t d;
+    shm_duo_up(&d, SP_SHMLINK_RING_MIN, NULL);
+    ck_assert_uint_eq(d.c.bytes_out, d.s.bytes_in);
+    ck_assert_uint_eq(d.s.bytes_out, d.c.bytes_in);
+
+    /* A request, with a body five times the ring, and its response. */
+    static uint8_t body[20000];
+    for (size_t i = 0; i < sizeof(body); i++)
+        body[i] = (uint8_t)(i * 7 + (i >> 9));
+    const char *req = "GET /shm HTTP/1.1";
+    ck_assert_int_eq(sp_link_send(&d.c, SP_FT_REQUEST_HEAD, 1, 1, req,
+                                  (uint32_t)strlen(req)),
+                     0);
+    ck_assert_int_eq(sp_link_send(&d.c, SP_FT_BODY, 1, 1, body, sizeof(body)),
+                     0);
+    ck_assert_int_eq(sp_link_send(&d.c, SP_FT_END, 1, 1, NULL, 0), 0);
+    pump(&d.cs, &d.ss);
+    ck_assert_int_eq(d.sr.n, 3);
+    ck_assert_int_eq(d.sr.type[0], SP_FT_REQUEST_HEAD);
+    ck_assert_uint_eq(d.sr.len[0], strlen(req));
+    ck_assert_uint_eq(d.sr.first[0], 'G');
+    ck_assert_int_eq(d.sr.type[1], SP_FT_BODY);
+    ck_assert_uint_eq(d.sr.len[1], sizeof(body));
+    ck_assert_int_eq(d.sr.type[2], SP_FT_END);
+    ck_assert_uint_eq(d.sr.stream[2], 1);
+    ck_assert_uint_eq(d.sr.gen[2], 1);
+
+    const char *resp = "HTTP/1.1 200 OK";
+    ck_assert_int_eq(sp_link_send(&d.s, SP_FT_RESPONSE_HEAD, 1, 1, resp,
+                                  (uint32_t)strlen(resp)),
+                     0);
+    ck_assert_int_eq(sp_link_send(&d.s, SP_FT_BODY, 1, 1, body + 1, 9999), 0);
+    ck_assert_int_eq(sp_link_send(&d.s, SP_FT_END, 1, 1, NULL, 0), 0);
+    pump(&d.cs, &d.ss);
+    ck_assert_int_eq(d.cr.n, 3);
+    ck_assert_int_eq(d.cr.type[0], SP_FT_RESPONSE_HEAD);
+    ck_assert_uint_eq(d.cr.first[0], 'H');
+    ck_assert_int_eq(d.cr.type[1], SP_FT_BODY);
+    ck_assert_uint_eq(d.cr.len[1], 9999);
+    ck_assert_uint_eq(d.cr.first[1], body[1]);
+    ck_assert_int_eq(d.cr.type[2], SP_FT_END);
+    ck_assert_uint_eq(d.c.bytes_out, d.s.bytes_in);
+    ck_assert_uint_eq(d.s.bytes_out, d.c.bytes_in);
+    ck_assert_uint_eq(d.c.frames_out, d.s.frames_in);
+    ck_assert_uint_eq(d.s.frames_out, d.c.frames_in);
+    ck_assert_uint_eq(sp_link_pending(&d.c), 0);
+    ck_assert_uint_eq(sp_link_pending(&d.s), 0);
+
+    /* One side goes: the other's fd becomes readable and says closed. */
+    sp_link_free(&d.s);
+    ck_assert_int_eq(shm_until_error(&d.c, &d.cr), SP_ECLOSED);
+    ck_assert_int_eq(d.c.state, SP_LINK_CLOSED);
+    ck_assert_ptr_nonnull(strstr(d.c.err, "closed"));
+    sp_link_free(&d.c);
+
+    /* The same the other way, with a frame still in flight: it is
+     * delivered first. */
+    shm_duo_up(&d, SP_SHMLINK_RING_MIN, NULL);
+    ck_assert_int_eq(sp_link_send(&d.c, SP_FT_BODY, 2, 1, "tail", 4), 0);
+    ck_assert_int_eq(sp_link_flush(&d.c), 0);
+    sp_link_free(&d.c);
+    ck_assert_int_eq(shm_until_error(&d.s, &d.sr), SP_ECLOSED);
+    ck_assert_int_eq(d.sr.n, 1);
+    ck_assert_uint_eq(d.sr.len[0], 4);
+    ck_assert_uint_eq(d.sr.first[0], 't');
+    sp_link_free(&d.s);
+}
+END_TEST
+
+/* BODY frames, each checked byte for byte, counted per direction. */
+typedef struct shm_flow {
+    uint32_t got;
+    uint64_t bytes;
+} shm_flow_t;
+
+static uint8_t shm_flow_byte(uint32_t k, uint32_t j)
+{
+    return (uint8_t)(k * 31u + j + (j >> 8));
+}
+
+static int shm_flow_fn(void *arg, sp_link_t *l, const sp_frame_t *f)
+{
+    shm_flow_t *fl = arg;
+    (void)l;
+    ck_assert_int_eq(f->hdr.type, SP_FT_BODY);
+    ck_assert_uint_eq(f->hdr.stream, fl->got + 1);
+    for (uint32_t j = 0; j < f->hdr.len; j++)
+        if (f->payload[j] != shm_flow_byte(fl->got, j))
+            ck_abort_msg("frame %u byte %u", fl->got, j);
+    fl->got++;
+    fl->bytes += f->hdr.len;
+    return 0;
+}
+
+/* Queue frame k (stream k + 1) of a flow; SP_EAGAIN past the soft limit. */
+static int shm_flow_send(sp_link_t *l, uint32_t k, uint8_t *scratch)
+{
+    uint32_t len = 1 + (k * 7919u) % 60000u;
+    for (uint32_t j = 0; j < len; j++)
+        scratch[j] = shm_flow_byte(k, j);
+    return sp_link_send(l, SP_FT_BODY, k + 1, 1, scratch, len);
+}
+
+START_TEST(link_shm_readability_driven)
+{
+    /* Frames up to 15 times the ring, both ways at once, driven the way
+     * an event loop drives a link: on_readable when poll() says the fd is
+     * readable, one flush after queueing - never a blind retry.  Room in
+     * the ring is learnt through readability alone; a lost wake-up shows
+     * as 2 s without readability while work remains. */
+    const uint32_t nframes = 150;
+    duo_t d;
+    shm_duo_up(&d, SP_SHMLINK_RING_MIN, NULL);
+    shm_flow_t to_s = {0, 0}, to_c = {0, 0};
+    uint32_t kc = 0, ks = 0;
+    uint8_t *scratch = malloc(60000);
+    ck_assert_ptr_nonnull(scratch);
+    int64_t t0 = sp_now_ns();
+    while (to_s.got < nframes || to_c.got < nframes) {
+        int queued = 0;
+        while (kc < nframes && shm_flow_send(&d.c, kc, scratch) == 0)
+            kc++, queued |= 1;
+        while (ks < nframes && shm_flow_send(&d.s, ks, scratch) == 0)
+            ks++, queued |= 2;
+        if (queued & 1) {
+            int rc = sp_link_flush(&d.c);
+            ck_assert(rc == 0 || rc == SP_EAGAIN);
+        }
+        if (queued & 2) {
+            int rc = sp_link_flush(&d.s);
+            ck_assert(rc == 0 || rc == SP_EAGAIN);
+        }
+        struct pollfd p[2] = {{d.c.fd, POLLIN, 0}, {d.s.fd, POLLIN, 0}};
+        int n = poll(p, 2, 2000);
+        ck_assert_msg(n > 0,
+                      "lost wake-up: nothing readable for 2 s (to server "
+                      "%u/%u, to client %u/%u; pending %zu / %zu)",
+                      to_s.got, nframes, to_c.got, nframes,
+                      sp_link_pending(&d.c), sp_link_pending(&d.s));
+        if (p[0].revents & POLLIN) {
+            int rc = sp_link_on_readable(&d.c, shm_flow_fn, &to_c);
+            ck_assert_msg(rc == 0, "client: %d %s", rc, d.c.err);
+        }
+        if (p[1].revents & POLLIN) {
+            int rc = sp_link_on_readable(&d.s, shm_flow_fn, &to_s);
+            ck_assert_msg(rc == 0, "server: %d %s", rc, d.s.err);
+        }
+        ck_assert_msg(sp_now_ns() - t0 < 30ll * 1000000000, "too slow");
+    }
+    ck_assert_uint_eq(d.c.bytes_out, d.s.bytes_in);
+    ck_assert_uint_eq(d.s.bytes_out, d.c.bytes_in);
+    ck_assert_uint_gt(to_s.bytes, 100 * SP_SHMLINK_RING_MIN);
+    ck_assert_uint_eq(sp_link_pending(&d.c), 0);
+    ck_assert_uint_eq(sp_link_pending(&d.s), 0);
+    free(scratch);
+    duo_free(&d);
+}
+END_TEST
+
+START_TEST(link_shm_init_failure)
+{
+    /* ctl is taken over in every case: closed when init fails. */
+    int sv[2];
+    sp_link_t l;
+    sp_link_config_t c = config(NULL, "n");
+    for (int client = 0; client < 2; client++) {
+        mkpair(sv);
+        ck_assert_int_eq(sp_link_init_shm(&l, sv[0], client, 5000, &c),
+                         SP_ESYS);
+        ck_assert_int_eq(errno, EINVAL);
+        ck_assert_ptr_nonnull(strstr(l.err, "ring size"));
+        ck_assert_int_eq(l.state, SP_LINK_CLOSED);
+        ck_assert_int_eq(fcntl(sv[0], F_GETFD), -1);
+        ck_assert_int_eq(errno, EBADF);
+        sp_link_free(&l); /* harmless */
+        close(sv[1]);
+    }
+    sp_link_config_t bad = config(NULL, "bad\nnode");
+    for (int client = 0; client < 2; client++) {
+        mkpair(sv);
+        ck_assert_int_eq(sp_link_init_shm(&l, sv[0], client,
+                                          SP_SHMLINK_RING_MIN, &bad),
+                         SP_EINVAL);
+        ck_assert_ptr_nonnull(strstr(l.err, "node name"));
+        ck_assert_int_eq(fcntl(sv[0], F_GETFD), -1);
+        sp_link_free(&l);
+        close(sv[1]);
+    }
+}
+END_TEST
+
+START_TEST(link_shm_socket_bytes)
+{
+    /* After the rendezvous the socket carries nothing: a byte on it is a
+     * protocol error of the shm: link, reported as such. */
+    int spare;
+    duo_t d;
+    shm_duo_up(&d, SP_SHMLINK_RING_MIN, &spare);
+    ck_assert_int_eq(write(spare, "?", 1), 1);
+    ck_assert_int_eq(shm_until_error(&d.s, &d.sr), SP_EPROTO);
+    ck_assert_ptr_nonnull(strstr(d.s.err, "shm: link: unexpected bytes"));
+    close(spare);
+    duo_free(&d);
+}
+END_TEST
+
+/* Child and parent report through a pipe: one byte. */
+static void note_wait(int fd)
+{
+    char c;
+    ck_assert_int_eq(read(fd, &c, 1), 1);
+}
+
+START_TEST(link_shm_drop_in_child)
+{
+    duo_t d;
+    shm_duo_up(&d, SP_SHMLINK_RING_MIN, NULL);
+
+    /* A child that drops both links and exits: the parent's go on. */
+    ck_assert_int_eq(sp_link_send(&d.c, SP_FT_BODY, 1, 1, "before", 6), 0);
+    ck_assert_int_eq(sp_link_flush(&d.c), 0); /* in the ring at fork */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        sp_link_drop(&d.c);
+        sp_link_drop(&d.s);
+        _exit(0);
+    }
+    sp_test_wait_ok(pid);
+    ck_assert_int_eq(sp_link_send(&d.c, SP_FT_BODY, 1, 1, "after", 5), 0);
+    ck_assert_int_eq(sp_link_send(&d.s, SP_FT_BODY, 1, 1, "back", 4), 0);
+    pump(&d.cs, &d.ss);
+    ck_assert_int_eq(d.cs.rc, 0);
+    ck_assert_int_eq(d.ss.rc, 0);
+    ck_assert_int_eq(d.sr.n, 2);
+    ck_assert_uint_eq(d.sr.first[0], 'b');
+    ck_assert_uint_eq(d.sr.first[1], 'a');
+    ck_assert_int_eq(d.cr.n, 1);
+    ck_assert_uint_eq(d.cr.first[0], 'b');
+
+    /* A child that drops both and lives on: frames still flow with
+     * wake-ups (poll-driven), and the parent's close still reaches the
+     * peer - the child holds no copy of the socket any more. */
+    int note[2];
+    ck_assert_int_eq(pipe2(note, O_CLOEXEC), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        sp_link_drop(&d.c);
+        sp_link_drop(&d.s);
+        if (write(note[1], "d", 1) != 1)
+            _exit(2);
+        pause();
+        _exit(3);
+    }
+    close(note[1]);
+    note_wait(note[0]);
+    close(note[0]);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(sp_link_send(&d.c, SP_FT_BODY, 3, 1, "ping", 4), 0);
+        ck_assert_int_eq(sp_link_flush(&d.c), 0);
+        wait_fd(d.s.fd, POLLIN);
+        ck_assert_int_eq(sp_link_on_readable(&d.s, rec_fn, &d.sr), 0);
+        ck_assert_int_eq(d.sr.n, 3 + i);
+        ck_assert_int_eq(sp_link_send(&d.s, SP_FT_BODY, 3, 1, "pong", 4), 0);
+        ck_assert_int_eq(sp_link_flush(&d.s), 0);
+        wait_fd(d.c.fd, POLLIN);
+        ck_assert_int_eq(sp_link_on_readable(&d.c, rec_fn, &d.cr), 0);
+        ck_assert_int_eq(d.cr.n, 2 + i);
+    }
+    sp_link_free(&d.c);
+    ck_assert_int_eq(shm_until_error(&d.s, &d.sr), SP_ECLOSED);
+    sp_link_free(&d.s);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+}
+END_TEST
+
 /* ---- API misuse ------------------------------------------------------- */
 
 START_TEST(link_api_misuse)
@@ -1797,6 +2132,11 @@ Suite *suite_link(void)
     tcase_add_test(tc, link_tcp_reset);
     tcase_add_test(tc, link_api_misuse);
     tcase_add_test(tc, link_callback_error);
+    tcase_add_test(tc, link_shm_frames);
+    tcase_add_test(tc, link_shm_readability_driven);
+    tcase_add_test(tc, link_shm_init_failure);
+    tcase_add_test(tc, link_shm_socket_bytes);
+    tcase_add_test(tc, link_shm_drop_in_child);
     suite_add_tcase(s, tc);
     return s;
 }
