@@ -137,8 +137,9 @@ static int ring_map_peer(sp_shmlink_t *s, ring_t *r, int fd, uint32_t size)
     if (fstat(fd, &st) < 0 || st.st_size < (off_t)len)
         return (int)proto(s, "the peer's ring is smaller than it says");
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED)
-        return -1;
+    if (p == MAP_FAILED) /* e.g. a ring sealed against writing */
+        return (int)proto(s, "cannot map the peer's ring: %s",
+                          strerror(errno));
     r->h = p;
     r->data = (uint8_t *)p + sizeof(ring_hdr_t);
     r->size = size;
@@ -346,7 +347,10 @@ static ssize_t rendezvous(sp_shmlink_t *s)
         rc = msg_send(s->ctl, s->ring_size, mfd, s->efd);
         int e = errno;
         close(mfd);
-        if (rc < 0) {
+        /* A client already gone (EPIPE, ECONNRESET) cannot take the
+         * answer, but what it wrote before it went is still to be read:
+         * go on, and the read reports EOF after it. */
+        if (rc < 0 && e != EPIPE && e != ECONNRESET) {
             errno = e;
             return -1;
         }

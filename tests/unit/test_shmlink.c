@@ -866,13 +866,8 @@ END_TEST
 /* A client that writes and closes (or dies) before the server took its
  * connect message: as with a socket, the server must read the bytes, then
  * EOF.
- *
- * KNOWN BUG (sp_shmlink.c, not fixed here): the server's first read maps
- * the client's ring, then answers with msg_send() on a socket whose peer
- * is gone; sendmsg fails with EPIPE and rendezvous() returns -1, so the
- * read fails with EPIPE and the bytes in the ring are never delivered
- * (sp_link then closes with SP_ESYS "read: Broken pipe" instead of
- * SP_ECLOSED after the data).  Both variants below fail until it is fixed. */
+ * (The server answers into a socket whose peer is gone: EPIPE, which must
+ * not lose the ring's bytes.) */
 START_TEST(shmlink_eof_before_first_read)
 {
     char why[2][160];
@@ -1149,10 +1144,10 @@ static void bad_build(int k, uint32_t good, bad_t *b)
                            2 * good, 0);
         break;
     case BAD_WRITE_SEALED:
-        /* A ring the server cannot map writable: refused, but the reason
-         * is the mmap's (no EPROTO promised). */
+        /* A ring the server cannot map writable: refused, EPROTO with
+         * the mmap's reason. */
         b->what = "a write-sealed ring";
-        b->reason = NULL;
+        b->reason = "cannot map";
         ring = raw_ring_fd(len, GOOD_SEALS & ~F_SEAL_SEAL, RAW_RING_MAGIC,
                            good, 0);
         ck_assert_int_eq(fcntl(ring, F_ADD_SEALS, F_SEAL_WRITE), 0);
