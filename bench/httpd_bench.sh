@@ -12,7 +12,7 @@
 # BENCH_NGINX_WORKERS (2), BENCH_BIG (104857600: after the rows of an MPM,
 # one response of that many bytes through slotproxy (builtin:echo size=)
 # and mod_proxy_http (an nginx static file), best of 3 with curl; 0 skips
-# it).  The defaults take about 5 minutes.
+# it).  The defaults take about 8 minutes.
 #
 # Setups, each behind its own httpd (the same config from
 # scripts/httpd-conf.sh, the same MPM sizing; only the /hello mapping
