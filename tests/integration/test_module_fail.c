@@ -142,12 +142,17 @@ static void *longreq_run(void *arg)
 
 #define NLONG 9
 
+/* Loop index as in module_basic: unix: then shm: links (the old
+ * generation's proxy child keeps its shm: links while its streams end). */
 START_TEST(module_graceful)
 {
     tm_env_t e;
+    int transport = _i < TM_NMPMS ? TM_UNIX : TM_SHM;
     /* prefork: a worker per client from the start. */
-    tm_start(&e, _i, "Workers 16\n", 0, "links=2",
-             _i == 0 ? "StartServers 32\nMaxSpareServers 64\n" : NULL, 2);
+    tm_start(&e, _i % TM_NMPMS, "Workers 16\n", transport, "links=2",
+             _i % TM_NMPMS == 0 ? "StartServers 32\nMaxSpareServers 64\n"
+                                : NULL,
+             2);
     spt_status_t st;
     ck_assert_int_eq(spt_httpd_status(&e.h, &st), 0);
     pid_t old = (pid_t)st.proxy_pid;
@@ -256,11 +261,12 @@ START_TEST(module_graceful)
                   (int)old);
     ck_assert_int_ge(spt_httpd_log_count(&e.h, "SPM0006"), 1);
     fprintf(stderr,
-            "figure: %s: graceful restart with %ld requests in flight: new "
+            "figure: %s, %s link: graceful restart with %ld requests in "
+            "flight: new "
             "proxy child after %.0f ms, long requests done %.0f ms after "
             "it, old proxy child gone after %.0f ms; %ld short requests "
             "around it (%ld after), 0 failed\n",
-            e.mpm, inflight, t_new, t_long, t_old,
+            e.mpm, tm_transports[transport], inflight, t_new, t_long, t_old,
             tm_load_ok(l), tm_load_ok_after_mark(l));
     tm_load_free(l);
     free(lr);
@@ -327,7 +333,7 @@ void tm_add_fail_cases(Suite *s)
 
     tc = tcase_create("graceful");
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, module_graceful, 0, TM_NMPMS);
+    tcase_add_loop_test(tc, module_graceful, 0, 2 * TM_NMPMS);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("abort");
