@@ -1104,6 +1104,14 @@ static void links_flush(void)
                     stream_forward_body(ps);
                 }
                 backend_dispatch_waiting(b);
+                /* Write what they queued now: a shm: link is never
+                 * writable, so EPOLLOUT would not come for it. */
+                rc = sp_link_pending(&pl->l) ? sp_link_flush(&pl->l) : 0;
+                if (rc < 0 && rc != SP_EAGAIN) {
+                    link_close(pl, "write failed");
+                    continue;
+                }
+                link_set_events(pl, rc == SP_EAGAIN);
             }
             /* A drained link with nothing left closes. */
             if (pl->state == SPM_LINK_DRAINING && pl->nstreams == 0 &&

@@ -944,13 +944,16 @@ static void links_flush(void)
     blink_t *next;
     for (blink_t *bl = S.links; bl; bl = next) {
         next = bl->next;
-        if (sp_link_pending(&bl->l) == 0) {
+        /* Nothing queued, but streams may still wait for room: a shm:
+         * link writes its queue while it reads (sp_link_on_readable), so
+         * room can come without a flush here. */
+        if (sp_link_pending(&bl->l) == 0 && !bl->blocked) {
             link_set_out(bl, 0);
             if (bl->closing)
                 link_close(bl, "drained after GOAWAY");
             continue;
         }
-        int rc = sp_link_flush(&bl->l);
+        int rc = sp_link_pending(&bl->l) ? sp_link_flush(&bl->l) : 0;
         if (rc == SP_EAGAIN) {
             link_set_out(bl, 1);
         } else if (rc < 0) {
@@ -971,10 +974,17 @@ static void links_flush(void)
                 if (s->state == S_ASSIGNED)
                     stream_pump(s);
             }
-            /* What they queued was not in the flush above: ask for
-             * EPOLLOUT, or it waits for the next event (a tick). */
-            if (!bl->dead && sp_link_pending(&bl->l) > 0)
-                link_set_out(bl, 1);
+            /* What they queued was not in the flush above: write it now
+             * (a shm: link is never writable: EPOLLOUT would not come),
+             * and ask for EPOLLOUT for what does not fit. */
+            if (!bl->dead && sp_link_pending(&bl->l) > 0) {
+                rc = sp_link_flush(&bl->l);
+                if (rc < 0 && rc != SP_EAGAIN) {
+                    link_close(bl, "write failed");
+                    continue;
+                }
+                link_set_out(bl, rc == SP_EAGAIN);
+            }
         }
     }
 }

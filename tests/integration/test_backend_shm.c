@@ -6,6 +6,11 @@
  *             one whose ring is smaller than it claims, one that hangs up
  *             at once: each is closed and logged (SPB0303), the backend
  *             goes on serving a proper shm: link
+ *   stall     8 large responses on one shm: link whose frontend stops
+ *             reading for 300 ms: the backend's ring and its link queue
+ *             fill, streams wait for room; when the frontend reads again
+ *             every stream must go on (room arriving while the dispatcher
+ *             reads the link once left them waiting for minutes)
  *   killed    a frontend SIGKILLed while its response waits for credit:
  *             the backend sees the rendezvous socket close, aborts the
  *             stream and frees the only worker at once (without that the
@@ -167,6 +172,57 @@ START_TEST(backend_shm_hostile)
 }
 END_TEST
 
+START_TEST(backend_shm_stall)
+{
+    enum { NSTR = 8 };
+    const long size = 16 * 1000 * 1000;
+    spt_backend_t b;
+    spt_backend_start(&b, "Workers 8\n");
+    spc_t c;
+    tb_connect(&c, b.shm_addr, NULL, 16);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "/echo?size=%ld", size);
+    for (int i = 1; i <= NSTR; i++)
+        tb_get(&c, (uint32_t)i, uri);
+    spc_pump(&c, 0);   /* the heads go out */
+    usleep(300000);    /* a frontend busy elsewhere: everything fills */
+    double t0 = spt_ms(), last = t0, gap = 0;
+    uint64_t prev = 0;
+    for (;;) {
+        ck_assert_int_eq(spc_pump(&c, 50), 0);
+        uint64_t tot = 0;
+        int open = 0;
+        for (int i = 1; i <= NSTR; i++) {
+            tot += c.streams[i].body_total;
+            open += c.streams[i].open;
+        }
+        double now = spt_ms();
+        if (tot != prev) {
+            if (now - last > gap)
+                gap = now - last;
+            last = now;
+            prev = tot;
+        }
+        if (!open)
+            break;
+        ck_assert_msg(now - last < 5000,
+                      "no response byte for 5 s: %llu of %llu bytes after "
+                      "%.0f ms",
+                      (unsigned long long)tot,
+                      (unsigned long long)(size * NSTR), now - t0);
+    }
+    for (int i = 1; i <= NSTR; i++) {
+        tb_expect_ok(&c, (uint32_t)i, 200);
+        ck_assert_uint_eq(c.streams[i].body_total, (uint64_t)size);
+    }
+    fprintf(stderr, "figure: shm: %d x %ld bytes after a 300 ms pause in "
+                    "%.0f ms, longest silence %.1f ms\n",
+            NSTR, size, spt_ms() - t0, gap);
+    spc_close(&c);
+    spt_backend_finish(&b, NULL);
+}
+END_TEST
+
 START_TEST(backend_shm_killed_frontend)
 {
     spt_backend_t b;
@@ -225,6 +281,7 @@ void tb_add_shm_cases(Suite *s)
     TCase *tc = tcase_create("shm");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, backend_shm_hostile);
+    tcase_add_test(tc, backend_shm_stall);
     tcase_add_test(tc, backend_shm_killed_frontend);
     suite_add_tcase(s, tc);
 }
