@@ -109,17 +109,18 @@ int sp_link_init(sp_link_t *l, int fd, int client, const sp_link_config_t *cfg);
 
 /* The same over a shm: link (sp_shmlink.h): ctl is the connected (client)
  * or accepted (server) rendezvous socket, taken over in every case (closed
- * on failure); l->fd becomes the pollable fd of the rings.  ring_size as
- * for sp_shmlink_client.  0, SP_ESYS or SP_EINVAL with the reason in
- * l->err. */
+ * on failure); l->fd stays that socket, the link's pollable fd (never
+ * wait for it to be writable: room comes as readability).  ring_size as
+ * for sp_shmlink_client.  0, or SP_ESYS (also for a bad ring size) or
+ * SP_EINVAL with the reason in l->err. */
 int sp_link_init_shm(sp_link_t *l, int ctl, int client, uint32_t ring_size,
                      const sp_link_config_t *cfg);
 
 /* Close the fd and free the buffers. */
 void sp_link_free(sp_link_t *l);
 
-/* In a child forked with the link: close its descriptors, nothing else
- * (the parent's link goes on). */
+/* In a child forked with the link: close its descriptor (and unmap a shm:
+ * link's rings) in this process only; the parent's link goes on. */
 void sp_link_drop(sp_link_t *l);
 
 /* The fd is readable: read until EAGAIN (or until the input buffer holds a

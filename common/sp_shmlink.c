@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,7 +46,7 @@ typedef struct ring {
     size_t maplen;
 } ring_t;
 
-/* The connect message and its answer (with two fds: ring, eventfd). */
+/* The connect message and its answer (with one fd: the ring's memfd). */
 typedef struct shm_msg {
     char magic[8];
     uint32_t version;
@@ -56,13 +54,10 @@ typedef struct shm_msg {
 } shm_msg_t;
 
 struct sp_shmlink {
-    int ep;       /* the pollable fd */
-    int ctl;      /* the rendezvous socket */
-    int efd;      /* our eventfd: the peer writes it to wake us */
-    int peer_efd; /* the peer's, -1 until its message came */
+    int ctl; /* the rendezvous socket: the pollable fd, wake-ups, EOF */
     int client;
-    int ready;     /* both rings mapped */
-    int wake_owed; /* a client wrote before it had the peer's eventfd */
+    int ready; /* both rings mapped */
+    int eof;   /* the peer closed its end of ctl */
     uint32_t ring_size;
     ring_t out, in;
     char err[160];
@@ -153,11 +148,11 @@ static int ring_map_peer(sp_shmlink_t *s, ring_t *r, int fd, uint32_t size)
     return 0;
 }
 
-static int msg_send(int ctl, uint32_t ring_size, int fd1, int fd2)
+static int msg_send(int ctl, uint32_t ring_size, int fd)
 {
     shm_msg_t m;
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
     struct iovec iov = {&m, sizeof(m)};
@@ -166,7 +161,6 @@ static int msg_send(int ctl, uint32_t ring_size, int fd1, int fd2)
                         .msg_control = u.buf,
                         .msg_controllen = sizeof(u.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    int fds[2] = {fd1, fd2};
 
     memset(&m, 0, sizeof(m));
     memcpy(m.magic, MSG_MAGIC, sizeof(m.magic));
@@ -175,8 +169,8 @@ static int msg_send(int ctl, uint32_t ring_size, int fd1, int fd2)
     memset(u.buf, 0, sizeof(u.buf));
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(fds));
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    c->cmsg_len = CMSG_LEN(sizeof(fd));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
     ssize_t n = sendmsg(ctl, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n == (ssize_t)sizeof(m))
         return 0;
@@ -185,9 +179,9 @@ static int msg_send(int ctl, uint32_t ring_size, int fd1, int fd2)
     return -1;
 }
 
-/* The peer's message: 1 with m and fds[2] filled, 0 at EOF, -1 with errno
+/* The peer's message: 1 with m and *fd filled, 0 at EOF, -1 with errno
  * (EAGAIN: not yet; EPROTO: malformed, reason in s->err). */
-static int msg_recv(sp_shmlink_t *s, shm_msg_t *m, int fds[2])
+static int msg_recv(sp_shmlink_t *s, shm_msg_t *m, int *fd)
 {
     union {
         char buf[CMSG_SPACE(4 * sizeof(int))];
@@ -200,7 +194,7 @@ static int msg_recv(sp_shmlink_t *s, shm_msg_t *m, int fds[2])
                         .msg_controllen = sizeof(u.buf)};
     int got[4], ngot = 0;
 
-    fds[0] = fds[1] = -1;
+    *fd = -1;
     ssize_t n = recvmsg(s->ctl, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
         return -1;
@@ -213,7 +207,7 @@ static int msg_recv(sp_shmlink_t *s, shm_msg_t *m, int fds[2])
                 memcpy(&got[ngot++], CMSG_DATA(c) + i * sizeof(int),
                        sizeof(int));
         }
-    if (n != (ssize_t)sizeof(*m) || ngot != 2 ||
+    if (n != (ssize_t)sizeof(*m) || ngot != 1 ||
         (mh.msg_flags & MSG_CTRUNC) ||
         memcmp(m->magic, MSG_MAGIC, sizeof(m->magic)) != 0) {
         for (int i = 0; i < ngot; i++)
@@ -222,11 +216,10 @@ static int msg_recv(sp_shmlink_t *s, shm_msg_t *m, int fds[2])
                              "%d descriptors)",
                           n, ngot);
     }
-    fds[0] = got[0];
-    fds[1] = got[1];
+    *fd = got[0];
     if (m->version != MSG_VERSION || !ring_size_ok(m->ring_size)) {
-        close(fds[0]);
-        close(fds[1]);
+        close(*fd);
+        *fd = -1;
         return (int)proto(s, "shm: link message version %u, ring size %u "
                              "not supported",
                           m->version, m->ring_size);
@@ -234,23 +227,19 @@ static int msg_recv(sp_shmlink_t *s, shm_msg_t *m, int fds[2])
     return 1;
 }
 
+/* A wake-up is a byte on the socket.  MSG_DONTWAIT makes this one call
+ * non-blocking whatever the peer does with its end: a peer that never
+ * reads fills its buffer, and then it has wake-ups pending anyway. */
 static void wake_peer(sp_shmlink_t *s)
 {
-    uint64_t one = 1;
-    if (s->peer_efd < 0) {
-        s->wake_owed = 1;
-        return;
-    }
-    /* EAGAIN would mean a count of 2^64-2: the peer is awake anyway. */
-    ssize_t w = write(s->peer_efd, &one, sizeof(one));
-    (void)w;
+    ssize_t w = send(s->ctl, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w; /* EAGAIN: already woken; EPIPE: gone, EOF tells */
 }
 
 static sp_shmlink_t *shmlink_new(int ctl, int client, uint32_t ring_size,
                                  char *err, size_t errlen)
 {
     sp_shmlink_t *s;
-    struct epoll_event ev = {.events = EPOLLIN};
 
     if (!ring_size_ok(ring_size)) {
         snprintf(err, errlen, "ring size %u is not a power of two in "
@@ -267,26 +256,7 @@ static sp_shmlink_t *shmlink_new(int ctl, int client, uint32_t ring_size,
     s->ctl = ctl;
     s->client = client;
     s->ring_size = ring_size;
-    s->peer_efd = -1;
-    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    s->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (s->efd < 0 || s->ep < 0 ||
-        epoll_ctl(s->ep, EPOLL_CTL_ADD, s->efd, &ev) < 0)
-        goto fail;
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, ctl, &ev) < 0)
-        goto fail;
     return s;
-fail:
-    snprintf(err, errlen, "shm: link setup: %s", strerror(errno));
-    int e = errno;
-    if (s->efd >= 0)
-        close(s->efd);
-    if (s->ep >= 0)
-        close(s->ep);
-    free(s);
-    errno = e;
-    return NULL;
 }
 
 sp_shmlink_t *sp_shmlink_client(int ctl, uint32_t ring_size, char *err,
@@ -296,7 +266,7 @@ sp_shmlink_t *sp_shmlink_client(int ctl, uint32_t ring_size, char *err,
     if (s == NULL)
         return NULL;
     int mfd = ring_make(&s->out, ring_size);
-    if (mfd < 0 || msg_send(ctl, ring_size, mfd, s->efd) < 0) {
+    if (mfd < 0 || msg_send(ctl, ring_size, mfd) < 0) {
         int e = errno;
         snprintf(err, errlen, "shm: link connect: %s", strerror(e));
         if (mfd >= 0)
@@ -317,35 +287,28 @@ sp_shmlink_t *sp_shmlink_server(int ctl, uint32_t ring_size, char *err,
 }
 
 /* The peer's message, when !ready: map its ring; a server answers with
- * its own.  0 (ready now, or EAGAIN left in errno with -1 ...) */
+ * its own.  1 when ready now; 0 at EOF; -1 with errno (EAGAIN: no message
+ * yet; EPROTO: a bad one). */
 static ssize_t rendezvous(sp_shmlink_t *s)
 {
     shm_msg_t m;
-    int fds[2];
-    int rc = msg_recv(s, &m, fds);
+    int fd;
+    int rc = msg_recv(s, &m, &fd);
     if (rc <= 0)
         return rc; /* EOF, EAGAIN, EPROTO */
-    if (ring_map_peer(s, &s->in, fds[0], m.ring_size) < 0) {
-        int e = errno;
-        close(fds[0]);
-        close(fds[1]);
+    rc = ring_map_peer(s, &s->in, fd, m.ring_size);
+    int e = errno;
+    close(fd); /* the mapping stays */
+    if (rc < 0) {
         errno = e;
         return -1;
     }
-    close(fds[0]);
-    /* Never block on a descriptor the peer chose. */
-    int fl = fcntl(fds[1], F_GETFL);
-    if (fl < 0 || fcntl(fds[1], F_SETFL, fl | O_NONBLOCK) < 0) {
-        close(fds[1]);
-        return -1;
-    }
-    s->peer_efd = fds[1];
     if (!s->client) {
         int mfd = ring_make(&s->out, s->ring_size);
         if (mfd < 0)
             return -1;
-        rc = msg_send(s->ctl, s->ring_size, mfd, s->efd);
-        int e = errno;
+        rc = msg_send(s->ctl, s->ring_size, mfd);
+        e = errno;
         close(mfd);
         /* A client already gone (EPIPE, ECONNRESET) cannot take the
          * answer, but what it wrote before it went is still to be read:
@@ -356,16 +319,12 @@ static ssize_t rendezvous(sp_shmlink_t *s)
         }
     }
     s->ready = 1;
-    if (s->wake_owed) {
-        s->wake_owed = 0;
-        wake_peer(s);
-    }
     return 1;
 }
 
 int sp_shmlink_fd(const sp_shmlink_t *s)
 {
-    return s->ep;
+    return s->ctl;
 }
 
 const char *sp_shmlink_err(const sp_shmlink_t *s)
@@ -373,11 +332,30 @@ const char *sp_shmlink_err(const sp_shmlink_t *s)
     return s->err;
 }
 
-/* 1 if the eventfd had a count (now reset), 0 if not. */
-static int drain_efd(sp_shmlink_t *s)
+/* Take the wake-up bytes off the socket, down to EAGAIN, noting EOF (a
+ * close behind the bytes is seen now, not one wake-up later).  A peer
+ * that keeps sending cannot hold us here: after 16 full reads we stop,
+ * and what is left keeps the socket readable.  0, or -1 with errno for a
+ * socket error. */
+static int drain_ctl(sp_shmlink_t *s)
 {
-    uint64_t v;
-    return read(s->efd, &v, sizeof(v)) == (ssize_t)sizeof(v);
+    char buf[256];
+    for (int full = 0; full < 16;) {
+        ssize_t n = recv(s->ctl, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == (ssize_t)sizeof(buf))
+            full++;
+        if (n > 0)
+            continue;
+        if (n == 0 || errno == ECONNRESET) {
+            s->eof = 1;
+            return 0;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+    return 0;
 }
 
 ssize_t sp_shmlink_read(sp_shmlink_t *s, void *buf, size_t cap)
@@ -391,26 +369,20 @@ ssize_t sp_shmlink_read(sp_shmlink_t *s, void *buf, size_t cap)
     uint64_t head = sp_load_acquire(&r->h->head);
     uint64_t avail = head - r->pos;
     if (avail == 0) {
-        /* Reset the doorbell first: a wake-up after this stays counted,
-         * so the fd is readable again and nothing is lost. */
-        int woken = drain_efd(s);
+        /* Take the wake-ups (and a close) first, then raise the flag and
+         * look again: a wake-up sent after this drain stays queued on
+         * the socket (readable again: nothing is lost), and a close seen
+         * here is looked past: the peer's last bytes, written before it
+         * closed, are visible to the load below. */
+        if (drain_ctl(s) < 0)
+            return -1;
         sp_store_relaxed(&r->h->rd_waiting, 1);
         sp_fence_full();
         head = sp_load_acquire(&r->h->head);
         avail = head - r->pos;
         if (avail == 0) {
-            if (!woken) {
-                /* Not woken by the peer: perhaps it closed or died. */
-                char c;
-                ssize_t n = recv(s->ctl, &c, 1, MSG_DONTWAIT | MSG_PEEK);
-                if (n == 0)
-                    return 0;
-                if (n > 0)
-                    return proto(s, "unexpected bytes on the shm: link's "
-                                    "socket");
-                if (errno != EAGAIN && errno != EWOULDBLOCK)
-                    return errno == ECONNRESET ? 0 : -1;
-            }
+            if (s->eof)
+                return 0;
             errno = EAGAIN;
             return -1;
         }
@@ -467,21 +439,12 @@ ssize_t sp_shmlink_write(sp_shmlink_t *s, const void *buf, size_t len)
     return (ssize_t)n;
 }
 
-static void close_fds(sp_shmlink_t *s)
-{
-    int *fds[] = {&s->ep, &s->ctl, &s->efd, &s->peer_efd};
-    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-        if (*fds[i] >= 0) {
-            close(*fds[i]);
-            *fds[i] = -1;
-        }
-}
-
 void sp_shmlink_free(sp_shmlink_t *s)
 {
     if (s == NULL)
         return;
-    close_fds(s);
+    if (s->ctl >= 0)
+        close(s->ctl);
     ring_unmap(&s->out);
     ring_unmap(&s->in);
     free(s);
@@ -489,6 +452,13 @@ void sp_shmlink_free(sp_shmlink_t *s)
 
 void sp_shmlink_drop(sp_shmlink_t *s)
 {
-    if (s != NULL)
-        close_fds(s);
+    /* The child neither needs nor may touch the rings (a worker runs
+     * application code): unmap them too. */
+    if (s == NULL)
+        return;
+    if (s->ctl >= 0)
+        close(s->ctl);
+    s->ctl = -1;
+    ring_unmap(&s->out);
+    ring_unmap(&s->in);
 }

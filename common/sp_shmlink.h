@@ -3,12 +3,12 @@
  * rings in shared memory, one per direction (DESIGN.md §3.6, [S004]).
  *
  * Rendezvous.  The backend listens on a Unix stream socket at the shm:
- * path (sp_addr_listen).  A connecting proxy makes its ring (a sealed
- * memfd) and an eventfd it sleeps on, and sends both with a connect
- * message (SCM_RIGHTS) on the socket; the backend checks them, maps the
- * ring, makes the reverse ring and its own eventfd, and answers with them
- * the same way: connected.  After that the socket carries nothing; it
- * stays open so that either side sees the other close or die (EOF).
+ * path (sp_addr_listen).  A connecting proxy makes its ring (a memfd
+ * sealed against shrinking and growing) and sends it with a connect
+ * message (SCM_RIGHTS) on the socket; the backend checks it, maps the
+ * ring, makes the reverse ring and answers the same way: connected.  The
+ * socket stays open for the link's life: it carries the wake-ups, and
+ * each side sees the other close or die on it (EOF).
  *
  * Data.  Each ring has one producer and one consumer: the producer
  * advances head, the consumer tail (64-bit counters; each side keeps its
@@ -16,21 +16,23 @@
  * the peer is another process and its bytes are input).  The link code
  * above treats the stream as it treats a socket; frames are the same.
  *
- * Wake-ups.  A consumer that finds its ring empty raises rd_waiting; a
- * producer that finds the ring full raises wr_waiting; each side, after
+ * Wake-ups.  A consumer that finds its ring empty takes the wake-up bytes
+ * off the socket, raises rd_waiting and looks again; a producer that
+ * finds the ring full raises wr_waiting and looks again; each side, after
  * moving its counter, takes the peer's flag with an exchange and, if it
- * was raised, writes the peer's eventfd (a full fence between each
- * counter store and flag load, and between each flag store and counter
- * re-check: no lost wake-up).  The eventfd keeps its count, so a taken
- * flag can never swallow a later sleep's wake-up.
+ * was raised, sends the peer one byte (MSG_DONTWAIT: never blocks, what
+ * ever the peer does with its end).  Full fences between each counter
+ * store and flag load, and between each flag store and counter re-check:
+ * no lost wake-up; bytes stay queued, so a flag taken late can never
+ * swallow a later sleep's wake-up.
  *
- * Pollable fd.  sp_shmlink_fd() is an epoll fd holding the socket and the
- * eventfd: it is readable when data or room arrived, when the peer's
- * answer came, or when the peer closed.  It is never writable: a writer
- * that got EAGAIN learns of room through readability (the link code then
- * flushes).
+ * Pollable fd.  sp_shmlink_fd() is the socket: readable when data or room
+ * arrived (a wake-up byte), when the peer's answer came, or when the peer
+ * closed.  Do not wait for it to be writable: a writer that got EAGAIN
+ * learns of room through readability (the link code then flushes).
  *
- * Process-private handle; nothing here blocks or logs.
+ * Process-private handle; nothing here blocks (every descriptor call is
+ * non-blocking whatever the peer does) or logs.
  */
 #ifndef SP_SHMLINK_H
 #define SP_SHMLINK_H
@@ -47,9 +49,9 @@
 
 typedef struct sp_shmlink sp_shmlink_t;
 
-/* Client side, over a connected Unix socket ctl (taken over: closed by
- * sp_shmlink_free): make the outgoing ring of ring_size bytes and our
- * eventfd, and send the connect message.  Writes may start at once; reads
+/* Client side, over a connected non-blocking Unix socket ctl (taken over:
+ * closed by sp_shmlink_free): make the outgoing ring of ring_size bytes
+ * and send the connect message.  Writes may start at once; reads
  * give EAGAIN until the backend's answer arrives.  Returns the handle, or
  * NULL with errno and a reason in err (ctl then stays the caller's). */
 sp_shmlink_t *sp_shmlink_client(int ctl, uint32_t ring_size, char *err,
@@ -80,8 +82,8 @@ const char *sp_shmlink_err(const sp_shmlink_t *s);
 /* Unmap, close everything, free. */
 void sp_shmlink_free(sp_shmlink_t *s);
 
-/* In a child forked with the handle: close its descriptors only (the
- * parent's link is untouched). */
+/* In a child forked with the handle: close its socket and unmap its rings
+ * in this process only (the parent's link is untouched). */
 void sp_shmlink_drop(sp_shmlink_t *s);
 
 #endif /* SP_SHMLINK_H */

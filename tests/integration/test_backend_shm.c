@@ -22,7 +22,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -45,12 +44,12 @@ static int raw_rendezvous(const spt_backend_t *b)
     return fd;
 }
 
-/* Send the message with two descriptors. */
-static void send_msg(int fd, uint32_t ring_size, int fd1, int fd2)
+/* Send the message with the ring's descriptor. */
+static void send_msg(int fd, uint32_t ring_size, int ring)
 {
     shm_msg_t m;
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
     struct iovec iov = {&m, sizeof(m)};
@@ -58,7 +57,6 @@ static void send_msg(int fd, uint32_t ring_size, int fd1, int fd2)
                         .msg_iovlen = 1,
                         .msg_control = u.buf,
                         .msg_controllen = sizeof(u.buf)};
-    int fds[2] = {fd1, fd2};
 
     memset(&m, 0, sizeof(m));
     memcpy(m.magic, "SPSHMLK", 8);
@@ -68,8 +66,8 @@ static void send_msg(int fd, uint32_t ring_size, int fd1, int fd2)
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(fds));
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    c->cmsg_len = CMSG_LEN(sizeof(ring));
+    memcpy(CMSG_DATA(c), &ring, sizeof(ring));
     ck_assert_int_eq(sendmsg(fd, &mh, MSG_NOSIGNAL), (ssize_t)sizeof(m));
 }
 
@@ -137,20 +135,18 @@ START_TEST(backend_shm_hostile)
             ms);
 
     /* A ring that is not sealed against shrinking. */
-    int efd = eventfd(0, EFD_CLOEXEC);
     int mfd = memfd_of(256 + 4096, 0);
     fd = raw_rendezvous(&b);
-    send_msg(fd, 4096, mfd, efd);
+    send_msg(fd, 4096, mfd);
     expect_closed(fd, 3000, "unsealed ring");
     close(mfd);
 
     /* A sealed ring smaller than the size it claims. */
     mfd = memfd_of(256 + 4096, 1);
     fd = raw_rendezvous(&b);
-    send_msg(fd, 65536, mfd, efd);
+    send_msg(fd, 65536, mfd);
     expect_closed(fd, 3000, "short ring");
     close(mfd);
-    close(efd);
 
     /* Hung up at once. */
     fd = raw_rendezvous(&b);
