@@ -47,8 +47,9 @@ int sp_ident_alive(const sp_ident_t *id);
  * dispatcher and the workers then run after the process that woke them has
  * gone to sleep, instead of taking the CPU from it in the middle of its
  * work and handing it back a moment later (docs/decisions.md).  Threads
- * and children created later inherit the policy.  Any user may choose
- * either.  0, or -1 with errno. */
+ * and children created later inherit the policy.  An unprivileged process
+ * may switch between the two, not away from SCHED_IDLE (EPERM); a
+ * real-time policy is replaced.  0, or -1 with errno. */
 int sp_proc_sched_batch(int batch);
 
 #endif /* SP_PROC_H */
