@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,4 +447,73 @@ int spt_run_backend_cmd(const char *const *args, char *out, size_t cap)
     int status;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int spt_new_generation(pid_t pid, int n, const pid_t *old, int nold,
+                       int timeout_ms)
+{
+    double end = spt_ms() + timeout_ms;
+    do {
+        pid_t now[64];
+        int k = spt_children(pid, now, 64), stale = 0;
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < nold; j++)
+                stale += now[i] == old[j];
+        if (k == n && stale == 0)
+            return 1;
+        usleep(10000);
+    } while (spt_ms() < end);
+    return 0;
+}
+
+const char *spt_policy_name(int p)
+{
+    switch (p) {
+    case SCHED_OTHER:
+        return "SCHED_OTHER";
+    case SCHED_BATCH:
+        return "SCHED_BATCH";
+    case SCHED_IDLE:
+        return "SCHED_IDLE";
+    case SCHED_FIFO:
+        return "SCHED_FIFO";
+    case SCHED_RR:
+        return "SCHED_RR";
+    default:
+        return "?";
+    }
+}
+
+void spt_launch_under(int policy)
+{
+    struct sched_param sp = {.sched_priority = 0};
+    ck_assert_msg(sched_setscheduler(0, policy, &sp) == 0,
+                  "sched_setscheduler(self, %s) failed", spt_policy_name(policy));
+    ck_assert_int_eq(sched_getscheduler(0), policy);
+}
+
+void spt_expect_policy(pid_t pid, int policy, const char *who)
+{
+    int p = sched_getscheduler(pid);
+    ck_assert_msg(p >= 0, "%s %d: sched_getscheduler failed", who, (int)pid);
+    ck_assert_msg(p == policy, "%s %d runs %s (%d), not %s", who, (int)pid,
+                  spt_policy_name(p), p, spt_policy_name(policy));
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    ck_assert_msg(d != NULL, "%s %d: no %s", who, (int)pid, path);
+    struct dirent *e;
+    int tasks = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        pid_t tid = (pid_t)atoi(e->d_name);
+        p = sched_getscheduler(tid);
+        ck_assert_msg(p == policy, "%s %d: thread %d runs %s (%d), not %s",
+                      who, (int)pid, (int)tid, spt_policy_name(p), p,
+                      spt_policy_name(policy));
+        tasks++;
+    }
+    closedir(d);
+    ck_assert_int_ge(tasks, 1);
 }

@@ -85,6 +85,22 @@ void spt_live_del(pid_t pid);
  * count last seen. */
 int spt_wait_children(pid_t pid, int n, int timeout_ms);
 
+/* Wait until pid has exactly n children and none of them is in
+ * old[0..nold): a whole new generation.  1 if so within timeout_ms. */
+int spt_new_generation(pid_t pid, int n, const pid_t *old, int nold,
+                       int timeout_ms);
+
+/* "SCHED_BATCH" ... for a policy number, "?" for others. */
+const char *spt_policy_name(int p);
+
+/* Set this (forked test) process's scheduling policy, which what it
+ * starts next inherits; fails the test if refused. */
+void spt_launch_under(int policy);
+
+/* Every thread of pid runs policy (and there is at least one); who names
+ * pid in the failure message. */
+void spt_expect_policy(pid_t pid, int policy, const char *who);
+
 /* Wait up to timeout_ms until the log holds at least n lines containing
  * needle; returns the count last seen. */
 int spt_wait_log(const spt_backend_t *b, const char *needle, int n,

@@ -203,25 +203,6 @@ static void load_step(load_t *ld, int open_new)
     }
 }
 
-/* Wait until pid has exactly n children and none of them is in old[0..nold):
- * a whole new generation.  1 if so within timeout_ms. */
-static int new_generation(pid_t pid, int n, const pid_t *old, int nold,
-                          int timeout_ms)
-{
-    double end = spt_ms() + timeout_ms;
-    do {
-        pid_t now[64];
-        int k = spt_children(pid, now, 64), stale = 0;
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j < nold; j++)
-                stale += now[i] == old[j];
-        if (k == n && stale == 0)
-            return 1;
-        usleep(10000);
-    } while (spt_ms() < end);
-    return 0;
-}
-
 START_TEST(backend_hup_under_load)
 {
     spt_backend_t b;
@@ -276,7 +257,7 @@ START_TEST(backend_hup_under_load)
             spc_close(&ld->links[i].c);
     free(ld);
     /* A new generation of workers, as many as before. */
-    ck_assert_msg(new_generation(b.pid, 8, old, 8, 5000),
+    ck_assert_msg(spt_new_generation(b.pid, 8, old, 8, 5000),
                   "no whole new generation of 8 workers");
     spt_backend_finish(&b, NULL);
 }
@@ -382,7 +363,7 @@ START_TEST(backend_hup_bad_config)
     spt_backend_append_conf(&b, "Workers 2\n");
     spt_backend_signal(&b, SIGHUP);
     ck_assert_int_eq(spt_wait_log(&b, "SPB0606", 1, 3000), 1);
-    ck_assert_msg(new_generation(b.pid, 2, before, 3, 5000),
+    ck_assert_msg(spt_new_generation(b.pid, 2, before, 3, 5000),
                   "no whole new generation of 2 workers");
     double t0 = spt_ms();
     while (spc_usable(&c) && spt_ms() - t0 < 3000)

@@ -12,10 +12,9 @@
  *
  * So that each policy is one the backend set and not one it inherited,
  * the backend is launched from a test process that runs the other policy
- * (launch_under()): batch is checked on a daemon started from SCHED_OTHER,
+ * (spt_launch_under()): batch is checked on a daemon started from SCHED_OTHER,
  * normal on one started from SCHED_BATCH.
  */
-#include <dirent.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,67 +27,11 @@
 
 #define SCHED_WORKERS 4 /* spt_backend_start's Workers */
 
-static const char *policy_name(int p)
-{
-    switch (p) {
-    case SCHED_OTHER:
-        return "SCHED_OTHER";
-    case SCHED_BATCH:
-        return "SCHED_BATCH";
-    case SCHED_IDLE:
-        return "SCHED_IDLE";
-    case SCHED_FIFO:
-        return "SCHED_FIFO";
-    case SCHED_RR:
-        return "SCHED_RR";
-    default:
-        return "?";
-    }
-}
-
-/* Set this (forked test) process's policy, which the backend it starts
- * next inherits. */
-static void launch_under(int policy)
-{
-    struct sched_param sp = {.sched_priority = 0};
-    ck_assert_msg(sched_setscheduler(0, policy, &sp) == 0,
-                  "sched_setscheduler(self, %s) failed", policy_name(policy));
-    ck_assert_int_eq(sched_getscheduler(0), policy);
-}
-
 static void start_under(spt_backend_t *b, int policy, const char *extra)
 {
-    launch_under(policy);
+    spt_launch_under(policy);
     spt_backend_start(b, extra);
-    launch_under(SCHED_OTHER);
-}
-
-/* Every thread of pid runs policy (the pid itself included; the daemon
- * is single-threaded, but a thread it might start would count). */
-static void expect_policy(pid_t pid, int policy, const char *who)
-{
-    int p = sched_getscheduler(pid);
-    ck_assert_msg(p >= 0, "%s %d: sched_getscheduler failed", who, (int)pid);
-    ck_assert_msg(p == policy, "%s %d runs %s (%d), not %s", who, (int)pid,
-                  policy_name(p), p, policy_name(policy));
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    ck_assert_msg(d != NULL, "%s %d: no %s", who, (int)pid, path);
-    struct dirent *e;
-    int tasks = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        pid_t tid = (pid_t)atoi(e->d_name);
-        p = sched_getscheduler(tid);
-        ck_assert_msg(p == policy, "%s %d: thread %d runs %s (%d), not %s",
-                      who, (int)pid, (int)tid, policy_name(p), p,
-                      policy_name(policy));
-        tasks++;
-    }
-    closedir(d);
-    ck_assert_int_ge(tasks, 1);
+    spt_launch_under(SCHED_OTHER);
 }
 
 /* The dispatcher and its n workers all run policy; the workers' pids
@@ -98,27 +41,9 @@ static void expect_daemon(const spt_backend_t *b, int n, int policy,
 {
     ck_assert_int_eq(spt_wait_children(b->pid, n, 5000), n);
     ck_assert_int_eq(spt_children(b->pid, kids, n), n);
-    expect_policy(b->pid, policy, "dispatcher");
+    spt_expect_policy(b->pid, policy, "dispatcher");
     for (int i = 0; i < n; i++)
-        expect_policy(kids[i], policy, "worker");
-}
-
-/* Wait until pid has exactly n children, none of them in old[0..nold). */
-static int new_generation(pid_t pid, int n, const pid_t *old, int nold,
-                          int timeout_ms)
-{
-    double end = spt_ms() + timeout_ms;
-    do {
-        pid_t now[64];
-        int k = spt_children(pid, now, 64), stale = 0;
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j < nold; j++)
-                stale += now[i] == old[j];
-        if (k == n && stale == 0)
-            return 1;
-        usleep(10000);
-    } while (spt_ms() < end);
-    return 0;
+        spt_expect_policy(kids[i], policy, "worker");
 }
 
 START_TEST(backend_sched_default)
@@ -171,7 +96,7 @@ START_TEST(backend_sched_reload)
         double t0 = spt_ms();
         spt_backend_signal(&b, SIGHUP);
         ck_assert_int_eq(spt_wait_log(&b, "SPB0606", k + 1, 3000), k + 1);
-        ck_assert_msg(new_generation(b.pid, SCHED_WORKERS, old,
+        ck_assert_msg(spt_new_generation(b.pid, SCHED_WORKERS, old,
                                      SCHED_WORKERS, 5000),
                       "reload %d: no whole new generation of %d workers",
                       k + 1, SCHED_WORKERS);
@@ -179,7 +104,7 @@ START_TEST(backend_sched_reload)
         expect_daemon(&b, SCHED_WORKERS, want[k], now);
         fprintf(stderr, "figure: sched: reload to %s: new generation of %d "
                         "workers %.0f ms after the HUP\n",
-                policy_name(want[k]), SCHED_WORKERS, ms);
+                spt_policy_name(want[k]), SCHED_WORKERS, ms);
         spc_t c;
         tb_connect(&c, b.unix_addr, NULL, 4);
         tb_hello(&c, 0, 3000);
@@ -263,7 +188,7 @@ START_TEST(backend_sched_cgi)
         int p = stat_policy(st);
         ck_assert_msg(p == SCHED_OTHER, "the CGI script ran %s (%d), not "
                                         "SCHED_OTHER: %s",
-                      policy_name(p), p, body);
+                      spt_policy_name(p), p, body);
         const char *ch = strstr(body, "chrt ");
         if (id == 0)
             fprintf(stderr, "figure: sched: CGI script of a batch backend: "

@@ -14,65 +14,19 @@
  */
 #include "test_module.h"
 
-#include <dirent.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static const char *policy_name(int p)
-{
-    switch (p) {
-    case SCHED_OTHER:
-        return "SCHED_OTHER";
-    case SCHED_BATCH:
-        return "SCHED_BATCH";
-    case SCHED_IDLE:
-        return "SCHED_IDLE";
-    case SCHED_FIFO:
-        return "SCHED_FIFO";
-    case SCHED_RR:
-        return "SCHED_RR";
-    default:
-        return "?";
-    }
-}
-
-/* This (forked test) process's policy, which what it starts inherits. */
-static void launch_under(int policy)
-{
-    struct sched_param sp = {.sched_priority = 0};
-    ck_assert_msg(sched_setscheduler(0, policy, &sp) == 0,
-                  "sched_setscheduler(self, %s) failed", policy_name(policy));
-    ck_assert_int_eq(sched_getscheduler(0), policy);
-}
-
 /* Every thread of pid runs policy. */
 static void expect_policy(pid_t pid, int policy, const char *who,
                           const char *mpm)
 {
-    int p = sched_getscheduler(pid);
-    ck_assert_msg(p >= 0, "%s: %s %d: sched_getscheduler failed", mpm, who,
-                  (int)pid);
-    ck_assert_msg(p == policy, "%s: %s %d runs %s (%d), not %s", mpm, who,
-                  (int)pid, policy_name(p), p, policy_name(policy));
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    ck_assert_msg(d != NULL, "%s: %s %d: no %s", mpm, who, (int)pid, path);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        pid_t tid = (pid_t)atoi(e->d_name);
-        p = sched_getscheduler(tid);
-        ck_assert_msg(p == policy, "%s: %s %d: thread %d runs %s (%d), not "
-                                   "%s",
-                      mpm, who, (int)pid, (int)tid, policy_name(p), p,
-                      policy_name(policy));
-    }
-    closedir(d);
+    char what[96];
+    snprintf(what, sizeof(what), "%s: %s", mpm, who);
+    spt_expect_policy(pid, policy, what);
 }
 
 /* The live proxy child's pid (status handler), and /hello through it. */
@@ -110,7 +64,7 @@ static const char *const graceful_allowed[] = {"AH03093", NULL};
 START_TEST(module_sched_default)
 {
     tm_env_t e;
-    launch_under(SCHED_OTHER);
+    spt_launch_under(SCHED_OTHER);
     tm_start(&e, _i, NULL, 0, "", NULL, 2);
     pid_t proxy = proxy_pid(&e);
     expect_policy(proxy, SCHED_BATCH, "proxy child", e.mpm);
@@ -156,9 +110,9 @@ END_TEST
 START_TEST(module_sched_normal)
 {
     tm_env_t e;
-    launch_under(SCHED_BATCH);
+    spt_launch_under(SCHED_BATCH);
     tm_start(&e, _i, NULL, 0, "", "SlotProxyScheduling normal\n", 2);
-    launch_under(SCHED_OTHER);
+    spt_launch_under(SCHED_OTHER);
     pid_t proxy = proxy_pid(&e);
     expect_policy(proxy, SCHED_OTHER, "proxy child", e.mpm);
     /* Only the proxy child is set: httpd keeps what it inherited. */
