@@ -775,6 +775,11 @@ int sp_link_on_readable(sp_link_t *l, sp_link_frame_fn fn, void *arg)
 
 /* ---- sending ---------------------------------------------------------- */
 
+int sp_link_pollout(const sp_link_t *l, int want)
+{
+    return want && l->shm == NULL;
+}
+
 int sp_link_flush(sp_link_t *l)
 {
     while (l->opos < l->olen) {

@@ -135,6 +135,12 @@ int sp_link_on_readable(sp_link_t *l, sp_link_frame_fn fn, void *arg);
  * remains (wait for EPOLLOUT), SP_ESYS / SP_ECLOSED on a dead socket. */
 int sp_link_flush(sp_link_t *l);
 
+/* Whether to wait for the fd's writability when output is left (want):
+ * for a socket, want; for a shm: link, never (its fd is a socket that is
+ * nearly always writable; room in its ring comes as readability, and
+ * sp_link_on_readable then writes). */
+int sp_link_pollout(const sp_link_t *l, int want);
+
 /* Bytes queued and not yet written. */
 size_t sp_link_pending(const sp_link_t *l);
 

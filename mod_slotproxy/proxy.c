@@ -846,10 +846,7 @@ static int link_frame(void *arg, sp_link_t *l, const sp_frame_t *f)
 
 static void link_set_events(plink_t *pl, int out)
 {
-    /* A shm: link's fd is its socket, writable nearly always: room in its
-     * ring comes as readability (a wake-up byte) instead. */
-    if (pl->l.shm != NULL)
-        out = 0;
+    out = sp_link_pollout(&pl->l, out);
     if (pl->want_out == out && pl->in_epoll)
         return;
     struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0),

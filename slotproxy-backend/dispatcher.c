@@ -820,10 +820,7 @@ static int link_frame(void *arg, sp_link_t *L, const sp_frame_t *f)
 
 static void link_set_out(blink_t *bl, int on)
 {
-    /* A shm: link's fd is its socket, writable nearly always: room in its
-     * ring comes as readability (a wake-up byte) instead. */
-    if (bl->l.shm != NULL)
-        on = 0;
+    on = sp_link_pollout(&bl->l, on);
     if (bl->want_out == on)
         return;
     struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
