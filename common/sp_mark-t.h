@@ -23,14 +23,22 @@ typedef struct sp_mark {
     uint32_t word;
 } sp_mark_t;
 
-/* Adaptive spin budget, kept in process-private memory by each waiter.
- * limit_ns grows when spinning caught the change and shrinks when it had
- * to sleep anyway, between 0 and max_ns.  max_ns == 0 never spins. */
+/* Spin budget, kept in process-private memory by each waiter.  max_ns ==
+ * 0 never spins.
+ * - Adaptive (SP_SPIN_INIT): limit_ns grows when spinning caught the
+ *   change and shrinks when it had to sleep anyway, between 0 and max_ns.
+ *   For waits that are short when they are short at all (room in a ring).
+ * - Poll (SP_SPIN_POLL): always up to max_ns, but only while the CPU is
+ *   free: between rounds the waiter yields and gives up as soon as a
+ *   yield shows that something else wants the CPU (sp_yield_idle()).  For
+ *   the waits on a request's path (PollTime, docs/decisions.md). */
 typedef struct sp_spin {
     uint32_t limit_ns;
     uint32_t max_ns;
+    uint32_t poll;
 } sp_spin_t;
 
-#define SP_SPIN_INIT(max_ns) {(max_ns) / 4, (max_ns)}
+#define SP_SPIN_INIT(max_ns) {(max_ns) / 4, (max_ns), 0}
+#define SP_SPIN_POLL(max_ns) {(max_ns), (max_ns), 1}
 
 #endif /* SP_MARK_T_H */

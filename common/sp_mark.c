@@ -4,9 +4,11 @@
  * Spinning: a hand-off between two spinning processes on different cores
  * costs ~0.15 us on the project's machines, a futex wake of a sleeper
  * 7-80 us.  So a waiter whose peer answers quickly gains by spinning a few
- * microseconds, and one whose peer is slow must not burn a core.  The
- * budget adapts per waiter: doubled (+1 us) when spinning caught the
- * change, halved when it did not.  The clock is read once every 64 pauses.
+ * microseconds, and one whose peer is slow must not burn a core.  An
+ * adaptive budget adapts per waiter: doubled (+1 us) when spinning caught
+ * the change, halved when it did not.  A poll budget is spent whole, but
+ * only while this CPU has nothing else to run (a yield every 64 pauses
+ * tells).  The clock is read once every 64 pauses.
  */
 #include "sp_mark.h"
 
@@ -47,6 +49,18 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
+    if (spin->poll) {
+        int64_t end = sp_now_ns() + spin->max_ns;
+        for (;;) {
+            for (int i = 0; i < 64; i++) {
+                if (sp_load_relaxed(word) != val)
+                    return 1;
+                sp_cpu_relax();
+            }
+            if (sp_now_ns() >= end || !sp_yield_idle())
+                return 0;
+        }
+    }
     if (spin->limit_ns == 0) {
         /* Probe again now and then so a budget that fell to 0 can grow
          * (never beyond max_ns). */

@@ -58,8 +58,9 @@ int sp_mark_wait(sp_mark_t *m, uint32_t cur, int64_t deadline_ns,
 #define SP_MARK_PEER_CHECK_NS (100 * 1000000LL)
 
 /* Spin on an arbitrary condition word: returns 1 if *word != val became
- * true within the budget (and grows it), 0 if not (and shrinks it).  Shared
- * by marks and rings. */
+ * true within the budget, 0 if not.  An adaptive budget grows on 1 and
+ * shrinks on 0; a poll budget (SP_SPIN_POLL) stays, and its spin also ends
+ * at the first yield that let other work run.  Shared by marks and rings. */
 int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin);
 
 /* Give the CPU to whatever else is runnable on it; 1 if that took less

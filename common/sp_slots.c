@@ -403,7 +403,9 @@ int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
-    if (spin->limit_ns == 0)
+    if (spin->poll)
+        spin->limit_ns = spin->max_ns;
+    else if (spin->limit_ns == 0)
         spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
     int64_t end = sp_now_ns() + spin->limit_ns;
     int n = 0;

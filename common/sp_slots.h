@@ -148,9 +148,9 @@ uint32_t sp_slots_ready_take(sp_slots_t *t, uint32_t *out, uint32_t max);
  * waiting) for up to spin's budget, yielding the CPU between rounds and
  * giving up as soon as a yield shows that something else wants the CPU
  * (sp_yield_idle()).  Returns the number of events written to evs, -1 if
- * only ready bits came up, 0 if nothing did.  The budget adapts like
- * sp_spin_until_ne()'s: it grows while polls succeed, halves when one runs
- * out. */
+ * only ready bits came up, 0 if nothing did.  An adaptive budget adapts
+ * like sp_spin_until_ne()'s: it grows while polls succeed, halves when one
+ * runs out; a poll budget (SP_SPIN_POLL) is spent whole each time. */
 struct epoll_event;
 int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
                          int max, sp_spin_t *spin);

@@ -607,14 +607,13 @@ int spm_handle(request_rec *r, spm_runtime_t *rt, int backend)
                  5 * SP_NSEC_PER_SEC;
     sp_slot_ring_in(&rt->slots, h.slot, &h.in);
     sp_slot_ring_out(&rt->slots, h.slot, &h.out);
-    /* Spin only for room in the input ring, which the proxy child drains
-     * within microseconds.  Never for the response: it crosses the proxy
-     * child, the link and a backend worker, far longer than any spin
-     * budget, and on a busy machine a spinning worker takes the CPU from
-     * the processes that produce the answer (~6% of all CPU at 64
-     * connections in bench/httpd_bench.sh before). */
-    sp_spin_t spin = SP_SPIN_INIT(20000);
-    h.in.spin = spin;
+    /* Spin for room in the input ring, which the proxy child drains
+     * within microseconds (adaptive).  Poll for the answer for up to
+     * SlotProxyPollTime, but only while the CPU is free: on a busy machine
+     * a polling worker would take the CPU from the processes that produce
+     * the answer (docs/decisions.md). */
+    h.in.spin = (sp_spin_t)SP_SPIN_INIT(20000);
+    h.out.spin = (sp_spin_t)SP_SPIN_POLL(conf->poll_us * 1000u);
     h.in.peer = h.out.peer = &h.proxy;
     h.bb = apr_brigade_create(r->pool, c->bucket_alloc);
     h.kv = apr_palloc(r->pool, H_MAX_FIELDS * sizeof(sp_kv_t));

@@ -145,6 +145,7 @@ static spm_conf_t *slotproxy_spm_new(apr_pool_t *p)
     c->overflow_slots = 64;
     c->max_payload = 65536;
     c->sched_batch = 1;
+    c->poll_us = 200;
     return c;
 }
 
@@ -445,7 +446,8 @@ enum {
     SLOTPROXY_QUEUE_TIMEOUT,
     SLOTPROXY_BUFFER_SIZE,
     SLOTPROXY_OVERFLOW_SLOTS,
-    SLOTPROXY_MAX_PAYLOAD
+    SLOTPROXY_MAX_PAYLOAD,
+    SLOTPROXY_POLL_TIME
 };
 
 /* The global limits; cmd->info says which one. */
@@ -492,6 +494,12 @@ static const char *slotproxy_cmd_limit(cmd_parms *cmd, void *dummy,
                                         16 * 1024 * 1024, &v)))
             return err;
         c->max_payload = (uint32_t)v;
+        break;
+    case SLOTPROXY_POLL_TIME:
+        if ((err = slotproxy_parse_int(cmd->pool, what, arg, 0,
+                                       SPM_POLL_US_MAX, &v)))
+            return err;
+        c->poll_us = (uint32_t)v;
         break;
     default:
         return "mod_slotproxy: unknown limit directive";
@@ -594,6 +602,11 @@ static const command_rec slotproxy_cmds[] = {
     AP_INIT_TAKE1("SlotProxyMaxPayload", slotproxy_cmd_limit,
                   (void *)SLOTPROXY_MAX_PAYLOAD, RSRC_CONF,
                   "largest link frame payload (4K..16M)"),
+    AP_INIT_TAKE1("SlotProxyPollTime", slotproxy_cmd_limit,
+                  (void *)SLOTPROXY_POLL_TIME, RSRC_CONF,
+                  "microseconds the proxy child and a waiting handler poll "
+                  "for an answer while the CPU is free (0..10000, default "
+                  "200; 0 = sleep at once)"),
     AP_INIT_TAKE1("SlotProxyScheduling", slotproxy_cmd_scheduling, NULL,
                   RSRC_CONF,
                   "batch|normal: the proxy child's scheduling policy "

@@ -1285,7 +1285,7 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
     P.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     P.streams = calloc(slots->nslots, sizeof(*P.streams));
     P.wakes = calloc(slots->nslots, sizeof(*P.wakes));
-    P.poll = (sp_spin_t)SP_SPIN_INIT(100000);
+    P.poll = (sp_spin_t)SP_SPIN_POLL(conf->poll_us * 1000u);
     if (P.sigfd < 0 || P.ep < 0 || P.timerfd < 0 || P.streams == NULL ||
         P.wakes == NULL) {
         plog("SPM0202", "proxy child cannot start: %s", strerror(errno));

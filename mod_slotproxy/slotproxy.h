@@ -99,7 +99,10 @@ typedef struct spm_conf {
     uint32_t overflow_slots; /* [64] */
     uint32_t max_payload;    /* link frames [65536] */
     int sched_batch;         /* proxy child SCHED_BATCH [1] */
+    uint32_t poll_us;        /* SlotProxyPollTime [200], 0 = never poll */
 } spm_conf_t;
+
+#define SPM_POLL_US_MAX 10000
 
 /* Shared status of one link (the proxy writes, the status pages read;
  * all relaxed: figures for humans). */

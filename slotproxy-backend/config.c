@@ -64,6 +64,7 @@
 #define SHOW_CAP (CONF_SHOW_MAX * 4 + 8) /* conf_show's worst case */
 
 #define SPB_WORKERS_MAX 4096
+#define SPB_POLL_US_MAX 10000
 #define SPB_SLOT_BUFFER_MIN (64L * 1024)
 #define SPB_SLOT_BUFFER_MAX (64L * 1024 * 1024)
 #define SPB_WINDOW_MIN 4096L
@@ -411,6 +412,7 @@ static const conf_directive_t conf_directives[] = {
     {"Group", 1, 1, CONF_STR, F(group), FS(group), 0, 0, 0, NULL},
     {"NodeName", 1, 1, CONF_FUNC, 0, 0, 0, 0, 0, conf_nodename},
     {"Scheduling", 1, 1, CONF_FUNC, 0, 0, 0, 0, 0, conf_scheduling},
+    {"PollTime", 1, 1, CONF_INT, F(poll_us), 0, 0, SPB_POLL_US_MAX, 0, NULL},
 };
 
 #undef F
@@ -595,6 +597,7 @@ void spb_config_defaults(spb_config_t *c)
     c->max_links = 1024;
     c->ping_interval_s = 30;
     c->sched_batch = 1;
+    c->poll_us = 200;
     strcpy(c->error_log, "stderr");
     c->log_level = SPB_LOG_WARN;
     /* gethostname() may cut a long name without a NUL: the last byte

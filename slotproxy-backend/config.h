@@ -100,6 +100,7 @@ typedef struct spb_config {
     char group[64];
     char node_name[64];
     int sched_batch; /* Scheduling: 1 = batch [default], 0 = normal */
+    int poll_us;     /* PollTime: microseconds [200], 0 = never poll */
     /* Where Listen, SecretFile, Workers and ServerLimit were given (0 =
      * not given), so that spb_config_check can name the line. */
     int listen_line[SPB_MAX_LISTEN];

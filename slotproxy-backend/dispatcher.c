@@ -154,7 +154,7 @@ static struct {
     int64_t kill_deadline;
     int64_t accept_due; /* next accept_scan(), 0 = no stream waits for it */
     int n_unaccepted;   /* assigned streams without their ACCEPT yet */
-    sp_spin_t poll;     /* budget of sp_slots_poll_events() before sleeping */
+    sp_spin_t poll;     /* PollTime: sp_slots_poll_events() before sleeping */
     sp_ident_t self;
     /* counters for the log on exit */
     uint64_t n_requests, n_503, n_504, n_502;
@@ -1170,11 +1170,13 @@ static void link_config_set(const spb_config_t *cfg)
 }
 
 /* Scheduling: the workers forked from now on inherit the policy. */
+/* Scheduling and PollTime (workers take theirs when they are forked). */
 static void sched_apply(const spb_config_t *cfg)
 {
     if (sp_proc_sched_batch(cfg->sched_batch) < 0)
         SPB_WARN("SPB0905", "Scheduling %s: sched_setscheduler: %s",
                  cfg->sched_batch ? "batch" : "normal", strerror(errno));
+    S.poll = (sp_spin_t)SP_SPIN_POLL((uint32_t)cfg->poll_us * 1000u);
 }
 
 static void reload(void)
@@ -1617,7 +1619,6 @@ int spb_dispatcher_run(const char *config_path, spb_config_t *cfg,
     link_config_set(cfg);
     sched_apply(cfg);
     S.self = sp_ident_self();
-    S.poll = (sp_spin_t)SP_SPIN_INIT(50000);
     for (int i = 0; i < cfg->workers; i++)
         worker_spawn(&S.workers[i]);
     SPB_WARN("SPB0903", "slotproxy-backend %s ready: %d workers, %d "
