@@ -235,6 +235,8 @@ typedef struct pbackend {
     plink_t *links;
     int64_t next_try_ns;
     int64_t backoff_ms;
+    int64_t last_try_ns; /* last connect attempt */
+    int refused;         /* it refused the last one; no link up since */
     pstream_t *wait_head, *wait_tail;
     sp_link_config_t lcfg;
 } pbackend_t;
@@ -622,12 +624,43 @@ static void stream_forward_body(pstream_t *ps)
     }
 }
 
+static void backend_connect(pbackend_t *b, int bi);
+static int backend_connecting(const pbackend_t *b);
+
+/* The backend refused our last connect and no link is up or on its way:
+ * the streams waiting for a link get their 503 now, not after
+ * connect_timeout (a stopped backend answers a connect at once). */
+static void backend_fail_waiting(pbackend_t *b)
+{
+    if (!b->refused || backend_connecting(b))
+        return;
+    while (b->wait_head) {
+        pstream_t *ps = b->wait_head;
+        b->wait_head = ps->wnext;
+        if (b->wait_head == NULL)
+            b->wait_tail = NULL;
+        ps->wnext = NULL;
+        ps->t_wait = 0;
+        out_abort(ps, SP_ABORT_UNAVAILABLE, 503,
+                  "backend refused the connection");
+    }
+}
+
 static void stream_start_on_link(pstream_t *ps)
 {
     pbackend_t *b = &P.backends[ps->backend];
     plink_t *pl = link_pick(b);
     if (pl == NULL) {
         wait_push(ps);
+        /* A refusing backend: try again now (at most every retry
+         * interval, whatever the backoff says: the backend may be back),
+         * and answer 503 at once if it still refuses. */
+        if (b->refused && !backend_connecting(b)) {
+            int64_t floor = (int64_t)b->conf->retry_ms * SP_NSEC_PER_MSEC;
+            if (sp_now_ns() - b->last_try_ns >= floor)
+                backend_connect(b, (int)(b - P.backends));
+            backend_fail_waiting(b);
+        }
         return;
     }
     int rc = sp_link_send(&pl->l, SP_FT_REQUEST_HEAD, ps->slot, ps->seq,
@@ -936,6 +969,16 @@ static void link_close(plink_t *pl, const char *why)
     P.graveyard = pl;
 }
 
+/* A link of b is up or on its way up. */
+static int backend_connecting(const pbackend_t *b)
+{
+    for (const plink_t *pl = b->links; pl; pl = pl->next)
+        if (pl->state == SPM_LINK_CONNECTING ||
+            pl->state == SPM_LINK_HANDSHAKE || pl->state == SPM_LINK_UP)
+            return 1;
+    return 0;
+}
+
 static void backend_connect(pbackend_t *b, int bi)
 {
     plink_t *pl = calloc(1, sizeof(*pl));
@@ -944,7 +987,10 @@ static void backend_connect(pbackend_t *b, int bi)
     pl->kind = EV_LINK;
     pl->backend = bi;
     pl->shared_idx = shared_idx_free(b);
+    b->last_try_ns = sp_now_ns();
     int fd = sp_addr_connect(&b->conf->addr);
+    if (fd < 0)
+        b->refused = 1; /* refused, no such socket, unreachable... */
     int shm = b->conf->addr.kind == SP_ADDR_SHM;
     int rc = fd < 0 ? SP_ESYS
              : shm  ? sp_link_init_shm(&pl->l, fd, 1, SP_SHMLINK_RING_DEFAULT,
@@ -959,6 +1005,7 @@ static void backend_connect(pbackend_t *b, int bi)
         b->next_try_ns = sp_now_ns() + b->backoff_ms * SP_NSEC_PER_MSEC;
         b->backoff_ms = b->backoff_ms * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS
                                                            : b->backoff_ms * 2;
+        backend_fail_waiting(b);
         return;
     }
     pl->next = b->links;
@@ -1037,6 +1084,8 @@ static void link_event(plink_t *pl, uint32_t events)
             b->backoff_ms = b->backoff_ms * 2 > MAX_BACKOFF_MS
                                 ? MAX_BACKOFF_MS
                                 : b->backoff_ms * 2;
+            b->refused = 1;
+            backend_fail_waiting(b);
             return;
         }
         link_shared_state(pl, SPM_LINK_HANDSHAKE);
@@ -1065,6 +1114,7 @@ static void link_event(plink_t *pl, uint32_t events)
         if (pl->state == SPM_LINK_HANDSHAKE && pl->l.state == SP_LINK_UP) {
             link_shared_state(pl, SPM_LINK_UP);
             b->backoff_ms = b->conf->retry_ms;
+            b->refused = 0;
             backend_dispatch_waiting(b);
         }
         if (pl->l.goaway_rx && pl->state == SPM_LINK_UP) {
