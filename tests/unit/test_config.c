@@ -112,6 +112,8 @@ static void assert_defaults(const spb_config_t *c)
     ck_assert_int_eq(c->secret_file_line, 0);
     ck_assert_int_eq(c->workers_line, 0);
     ck_assert_int_eq(c->server_limit_line, 0);
+    ck_assert_int_eq(c->sched_batch, 1);
+    ck_assert_int_eq(c->poll_us, 200);
 }
 
 /* ---- values and defaults ----------------------------------------------- */
@@ -162,7 +164,8 @@ START_TEST(config_every_directive)
         "User nobody\n"
         "Group nogroup\n"
         "NodeName node-a\n"
-        "Scheduling normal\n";
+        "Scheduling normal\n"
+        "PollTime 50\n";
 
     parse_ok(&c, text);
     ck_assert_int_eq(c.nlisten, 2);
@@ -209,6 +212,7 @@ START_TEST(config_every_directive)
     ck_assert_str_eq(c.group, "nogroup");
     ck_assert_str_eq(c.node_name, "node-a");
     ck_assert_int_eq(c.sched_batch, 0);
+    ck_assert_int_eq(c.poll_us, 50);
     ck_assert_str_eq(c.file, "t.conf");
 }
 END_TEST
@@ -252,6 +256,19 @@ START_TEST(config_numbers)
     ck_assert_int_eq(c.sched_batch, 0);
     parse_ok(&c, "Scheduling normal\nScheduling Batch\n");
     ck_assert_int_eq(c.sched_batch, 1);
+
+    /* PollTime: microseconds, 200 unless told otherwise, 0..10000 (0:
+     * never poll); the last one wins. */
+    parse_ok(&c, "Workers 2\n");
+    ck_assert_int_eq(c.poll_us, 200);
+    parse_ok(&c, "PollTime 0\n");
+    ck_assert_int_eq(c.poll_us, 0);
+    parse_ok(&c, "PollTime 200\n");
+    ck_assert_int_eq(c.poll_us, 200);
+    parse_ok(&c, "polltime 10000\n");
+    ck_assert_int_eq(c.poll_us, 10000);
+    parse_ok(&c, "PollTime 10000\nPollTime 1\n");
+    ck_assert_int_eq(c.poll_us, 1);
 }
 END_TEST
 
@@ -455,6 +472,14 @@ START_TEST(config_errors)
         {"Scheduling fifo\n", "t.conf:1: Scheduling: 'fifo' is not one of "
                                "batch, normal"},
         {"Scheduling\n", "t.conf:1: Scheduling takes 1 argument, got 0"},
+        {"PollTime -1\n",
+         "t.conf:1: PollTime: '-1' is out of range (0..10000)"},
+        {"Workers 2\nPollTime 10001\n",
+         "t.conf:2: PollTime: '10001' is out of range (0..10000)"},
+        {"PollTime abc\n", "t.conf:1: PollTime: 'abc' is not an integer"},
+        {"PollTime 200us\n", "t.conf:1: PollTime: '200us' is not an integer"},
+        {"PollTime\n", "t.conf:1: PollTime takes 1 argument, got 0"},
+        {"\n\nPollTime 1 2\n", "t.conf:3: PollTime takes 1 argument, got 2"},
         {"Listen \"\"\n", "t.conf:1: Listen: empty argument"},
         {"User "
          "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu\n",

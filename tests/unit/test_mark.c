@@ -19,14 +19,24 @@
  *     re-check finds the new state), so a wait that returns after its
  *     deadline counts as SP_ETIMEDOUT.
  *
+ * Poll budgets (SP_SPIN_POLL, PollTime): 0 never spins; a change made by
+ * another thread 2 ms into a poll is caught; without a change a poll ends
+ * by its budget (not much later); with a CPU-bound process on its CPU a
+ * 500 ms poll gives way at once; and none of this ever changes the
+ * budget (the adaptive one, SP_SPIN_INIT, is mark_spin_budget_adapts).
+ * The shared back-off word (sp_spin_t.busy): while it lies ahead a poll
+ * returns at once, and a poll that gives way sets it 1 ms ahead.
+ *
  * Children never call ck_assert (Check's reporting belongs to the test
  * process): they _exit() with a distinct code, or leave their result in
  * shared memory for the parent to check.
  */
 #include "sp_unit.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -536,6 +546,397 @@ START_TEST(mark_pingpong_no_lost_wakeup)
 }
 END_TEST
 
+/* ---- poll budgets (SP_SPIN_POLL) ---- */
+
+/* A poll budget is a constant: neither catching the change nor running
+ * out (nor giving way) may touch it. */
+static int poll_budget_is(const sp_spin_t *s, uint32_t max_ns,
+                          const int64_t *busy)
+{
+    return s->limit_ns == max_ns && s->max_ns == max_ns && s->poll == 1 &&
+           s->busy == busy;
+}
+
+static void assert_poll_budget(const sp_spin_t *s, uint32_t max_ns)
+{
+    ck_assert_msg(poll_budget_is(s, max_ns, NULL),
+                  "poll budget changed: limit_ns %u, max_ns %u, poll %u, "
+                  "busy %p (was %u, %u, 1, NULL)",
+                  s->limit_ns, s->max_ns, s->poll, (void *)s->busy, max_ns,
+                  max_ns);
+}
+
+/* The setter thread of mark_spin_poll_catches_change, on a CPU of its own
+ * from the start: for each round r the poller sets `go` to r; the setter
+ * (asleep on it) sleeps delay_ms, then stores r into word. */
+#define POLL_SETTER_STOP 0x7ffffff0u
+
+typedef struct poll_setter {
+    sp_mark_t go;
+    uint32_t word;
+    long delay_ms;
+    int64_t t_set; /* sp_now_ns() right after the last store */
+} poll_setter_t;
+
+static void *poll_setter(void *arg)
+{
+    poll_setter_t *p = arg;
+    uint32_t seen = 0;
+    for (;;) {
+        int st = sp_mark_wait(&p->go, seen, sp_deadline_ms(30000), NULL, NULL);
+        if (st < 0 || (uint32_t)st == POLL_SETTER_STOP)
+            return NULL;
+        seen = (uint32_t)st;
+        sleep_ms(p->delay_ms);
+        __atomic_store_n(&p->word, seen, __ATOMIC_RELEASE);
+        p->t_set = sp_now_ns();
+    }
+}
+
+START_TEST(mark_spin_poll_none)
+{
+    uint32_t word = 7;
+    sp_spin_t s = SP_SPIN_POLL(0);
+    assert_poll_budget(&s, 0);
+    /* max_ns 0 never spins, never even looks: 0 whether or not the word
+     * differs, at once. */
+    int64_t t0 = sp_now_ns();
+    for (int i = 0; i < 10000; i++) {
+        ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 0);
+        ck_assert_int_eq(sp_spin_until_ne(&word, 6, &s), 0);
+    }
+    int64_t took = sp_now_ns() - t0;
+    assert_poll_budget(&s, 0);
+    /* 20,000 calls: a few hundred microseconds even in a sanitizer build;
+     * a single round of 64 pauses each would already be ~0.1-1 s. */
+    ck_assert_msg(took < 50 * MS, "20000 polls with a 0 budget took %lld us",
+                  (long long)(took / 1000));
+}
+END_TEST
+
+/* Another thread changes the word 2 ms into a 200 ms poll: caught (1),
+ * and only after the change.  The setter runs on another CPU than the
+ * poller, so it never needs the poller's CPU; other work on this machine
+ * (a concurrent build) may still make a poll give way early (0, before
+ * the change): then it is tried again, up to 30 times. */
+START_TEST(mark_spin_poll_catches_change)
+{
+    int cpu[2];
+    pick_cpus(cpu);
+    if (cpu[1] < 0) {
+        fprintf(stderr, "mark_spin_poll_catches_change: one CPU only, "
+                        "skipped\n");
+        return;
+    }
+    pin_to(cpu[0]);
+    /* The setter starts on its CPU: a thread that began on ours would take
+     * it (to move away) and end the poll at once. */
+    static poll_setter_t p;
+    memset(&p, 0, sizeof(p));
+    sp_mark_init(&p.go, 0);
+    p.delay_ms = 2;
+    pthread_attr_t attr;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu[1], &set);
+    ck_assert_int_eq(pthread_attr_init(&attr), 0);
+    ck_assert_int_eq(pthread_attr_setaffinity_np(&attr, sizeof(set), &set), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, &attr, poll_setter, &p), 0);
+    pthread_attr_destroy(&attr);
+    sleep_ms(10);
+
+    const uint32_t budget = 200 * MS;
+    int caught = 0, gave_way = 0;
+    int64_t lag = -1, took = -1;
+    for (uint32_t r = 1; r <= 100 && !caught; r++) {
+        sp_spin_t s = SP_SPIN_POLL(budget);
+        uint32_t old = __atomic_load_n(&p.word, __ATOMIC_ACQUIRE);
+        ck_assert_uint_eq(old, r - 1); /* the last round's store is in */
+        int64_t t0 = sp_now_ns();
+        sp_mark_set(&p.go, r);
+        int rc = sp_spin_until_ne(&p.word, old, &s);
+        int64_t t1 = sp_now_ns();
+        assert_poll_budget(&s, budget);
+        if (rc == 1) {
+            /* Caught the change itself: the word moved, and not before
+             * the setter's 2 ms sleep. */
+            ck_assert_uint_eq(__atomic_load_n(&p.word, __ATOMIC_ACQUIRE), r);
+            ck_assert_msg(t1 - t0 >= 2 * MS,
+                          "returned 1 after %lld us, before the change",
+                          (long long)((t1 - t0) / 1000));
+            ck_assert_msg(t1 - t0 < budget, "returned 1 after %lld ms",
+                          (long long)((t1 - t0) / MS));
+            took = t1 - t0;
+            lag = t1 - __atomic_load_n(&p.t_set, __ATOMIC_ACQUIRE);
+            caught = 1;
+        } else {
+            ck_assert_int_eq(rc, 0);
+            /* Gave way: only ever before its budget ran out. */
+            ck_assert_msg(t1 - t0 < budget,
+                          "ran its whole %u ms budget "
+                          "(%lld ms) past a change at 2 ms",
+                          budget / (uint32_t)MS, (long long)((t1 - t0) / MS));
+            gave_way++;
+        }
+        /* Wait for this round's store before the next one. */
+        int64_t end = sp_deadline_ms(5000);
+        while (__atomic_load_n(&p.word, __ATOMIC_ACQUIRE) != r) {
+            ck_assert_msg(sp_now_ns() < end, "the setter is stuck");
+            sleep_ms(1);
+        }
+    }
+    sp_mark_set(&p.go, POLL_SETTER_STOP);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(caught, "100 polls of 200 ms each gave way before a "
+                          "change 2 ms in");
+    fprintf(stderr,
+            "mark poll: caught a change %.2f ms in (%lld us after "
+            "the store) after %d poll(s) that gave way\n",
+            took / 1e6, (long long)(lag / 1000), gave_way);
+}
+END_TEST
+
+/* No change: 0, within the budget (plus slack for a preemption between
+ * two clock reads), and the budget unchanged.  How much of it the poll
+ * spends depends on the machine: it gives way to any other work (and on
+ * a VM a timer tick in a yield looks like other work), so a long poll
+ * mostly ends by a yield; short ones (200 us) mostly by the clock. */
+START_TEST(mark_spin_poll_no_change)
+{
+    uint32_t word = 7;
+    const uint32_t budget = 20 * MS;
+    int64_t fastest = INT64_MAX, slowest = 0;
+    for (int i = 0; i < 5; i++) {
+        sp_spin_t s = SP_SPIN_POLL(budget);
+        int64_t t0 = sp_now_ns();
+        ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 0);
+        int64_t took = sp_now_ns() - t0;
+        assert_poll_budget(&s, budget);
+        ck_assert_uint_eq(word, 7);
+        /* Never far beyond: a preemption may stretch one poll. */
+        ck_assert_msg(took < budget + 500 * MS, "a %u ms poll took %lld ms",
+                      budget / (uint32_t)MS, (long long)(took / MS));
+        if (took < fastest)
+            fastest = took;
+        if (took > slowest)
+            slowest = took;
+    }
+    ck_assert_msg(fastest <= budget + 5 * MS,
+                  "every %u ms poll ran past its budget, the shortest %lld us",
+                  budget / (uint32_t)MS, (long long)(fastest / 1000));
+
+    /* 200 us polls: the clock ends them (the median of 21 within 500 us,
+     * whatever a preemption does to one), and the budget stays whole. */
+    enum { NSHORT = 21 };
+    const uint32_t small = 200 * 1000;
+    int64_t took[NSHORT];
+    for (int i = 0; i < NSHORT; i++) {
+        sp_spin_t s = SP_SPIN_POLL(small);
+        int64_t t0 = sp_now_ns();
+        ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 0);
+        took[i] = sp_now_ns() - t0;
+        assert_poll_budget(&s, small);
+    }
+    for (int i = 1; i < NSHORT; i++) /* insertion sort */
+        for (int j = i; j > 0 && took[j] < took[j - 1]; j--) {
+            int64_t x = took[j];
+            took[j] = took[j - 1];
+            took[j - 1] = x;
+        }
+    ck_assert_msg(took[NSHORT / 2] <= 500 * 1000,
+                  "200 us polls without a change: the median took %lld us "
+                  "(shortest %lld, longest %lld): the clock does not end "
+                  "them",
+                  (long long)(took[NSHORT / 2] / 1000),
+                  (long long)(took[0] / 1000),
+                  (long long)(took[NSHORT - 1] / 1000));
+    fprintf(stderr,
+            "mark poll: a %u ms poll without a change returned 0 "
+            "after %.2f-%.2f ms; 200 us ones after %.0f us "
+            "(median; %.0f-%.0f)\n",
+            budget / (uint32_t)MS, fastest / 1e6, slowest / 1e6,
+            took[NSHORT / 2] / 1e3, took[0] / 1e3, took[NSHORT - 1] / 1e3);
+}
+END_TEST
+
+/* A poll gives way to other work: with a CPU-bound process on its CPU, a
+ * 500 ms poll ends at its first yield, in far less than its budget. */
+START_TEST(mark_spin_poll_gives_way)
+{
+    int cpu[2];
+    pick_cpus(cpu);
+    ck_assert_int_ge(cpu[0], 0);
+    pin_to(cpu[0]);
+    volatile uint64_t *spins = sp_test_shared(4096);
+    pid_t hog = fork();
+    ck_assert_int_ge(hog, 0);
+    if (hog == 0) {
+        /* Inherits the pinning: same CPU as the poller. */
+        for (;;)
+            __atomic_fetch_add(spins, 1, __ATOMIC_RELAXED);
+    }
+    /* Wait until the hog runs (we sleep, it gets the CPU). */
+    int64_t end = sp_deadline_ms(10000);
+    while (__atomic_load_n(spins, __ATOMIC_RELAXED) == 0) {
+        if (sp_now_ns() > end)
+            break;
+        sleep_ms(1);
+    }
+    uint64_t ran = __atomic_load_n(spins, __ATOMIC_RELAXED);
+
+    uint32_t word = 7;
+    const uint32_t budget = 500 * MS;
+    int64_t took[5];
+    int rc[5];
+    for (int i = 0; i < 5; i++) {
+        sp_spin_t s = SP_SPIN_POLL(budget);
+        int64_t t0 = sp_now_ns();
+        rc[i] = sp_spin_until_ne(&word, 7, &s);
+        took[i] = sp_now_ns() - t0;
+        if (!poll_budget_is(&s, budget, NULL))
+            rc[i] = -100; /* budget changed */
+    }
+    kill(hog, SIGKILL);
+    int status = 0;
+    ck_assert_int_eq(waitpid(hog, &status, 0), hog);
+    sp_test_unshare((void *)spins, 4096);
+    ck_assert_msg(ran > 0, "the CPU hog never ran");
+    for (int i = 0; i < 5; i++) {
+        ck_assert_msg(rc[i] == 0,
+                      "poll %d with a hog on its CPU returned %d "
+                      "(-100: budget changed)",
+                      i, rc[i]);
+        ck_assert_msg(took[i] < 200 * MS,
+                      "poll %d ran %lld ms of its 500 ms budget with a "
+                      "CPU-bound process on its CPU",
+                      i, (long long)(took[i] / MS));
+    }
+    fprintf(stderr,
+            "mark poll: 500 ms polls with a CPU hog on the same "
+            "CPU %d returned after %.3f, %.3f, %.3f, %.3f, %.3f ms\n",
+            cpu[0], took[0] / 1e6, took[1] / 1e6, took[2] / 1e6, took[3] / 1e6,
+            took[4] / 1e6);
+}
+END_TEST
+
+/* The shared back-off (sp_spin_t.busy, one word per slot table): while
+ * it lies ahead no poll even looks at its word; a poll whose yield found
+ * other work sets it SP_POLL_BACKOFF_NS ahead, for every poller sharing
+ * it; a budget without a busy word is never held back. */
+START_TEST(mark_spin_poll_backoff)
+{
+    uint32_t word = 6; /* differs from the 7 waited on: caught at once */
+    int64_t busy = 0;
+    sp_spin_t s = SP_SPIN_POLL(20 * MS);
+    s.busy = &busy;
+
+    ck_assert_int_eq(sp_poll_allowed(&s), 1);
+    ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 1);
+    ck_assert(poll_budget_is(&s, 20 * MS, &busy));
+    ck_assert_int_eq(busy, 0); /* catching the change says nothing */
+
+    /* Held back: 0 at once, the word not looked at, the word untouched. */
+    busy = sp_now_ns() + 10000 * MS;
+    int64_t held = busy;
+    ck_assert_int_eq(sp_poll_allowed(&s), 0);
+    int64_t t0 = sp_now_ns();
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 0);
+    ck_assert_msg(sp_now_ns() - t0 < 50 * MS,
+                  "1000 held-back polls took "
+                  "%lld us",
+                  (long long)((sp_now_ns() - t0) / 1000));
+    ck_assert_int_eq(busy, held);
+    ck_assert(poll_budget_is(&s, 20 * MS, &busy));
+
+    /* Past: polls again. */
+    busy = sp_now_ns() - 1;
+    ck_assert_int_eq(sp_poll_allowed(&s), 1);
+    ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 1);
+
+    /* sp_poll_busy: SP_POLL_BACKOFF_NS from now. */
+    t0 = sp_now_ns();
+    sp_poll_busy(&s);
+    int64_t t1 = sp_now_ns();
+    ck_assert_int_ge(busy, t0 + SP_POLL_BACKOFF_NS);
+    ck_assert_int_le(busy, t1 + SP_POLL_BACKOFF_NS);
+    ck_assert_int_eq(sp_poll_allowed(&s), 0);
+
+    /* Without a busy word: never held back, and sp_poll_busy is a no-op. */
+    sp_spin_t lone = SP_SPIN_POLL(20 * MS);
+    ck_assert_ptr_null(lone.busy);
+    sp_poll_busy(&lone);
+    ck_assert_int_eq(sp_poll_allowed(&lone), 1);
+    ck_assert_int_eq(sp_spin_until_ne(&word, 7, &lone), 1);
+    assert_poll_budget(&lone, 20 * MS);
+}
+END_TEST
+
+/* With a CPU-bound process on its CPU, a poll with a busy word gives way
+ * and holds back every poller sharing the word for SP_POLL_BACKOFF_NS: the
+ * next poll within that time returns at once, without a yield. */
+START_TEST(mark_spin_poll_gives_way_backoff)
+{
+    int cpu[2];
+    pick_cpus(cpu);
+    ck_assert_int_ge(cpu[0], 0);
+    pin_to(cpu[0]);
+    volatile uint64_t *spins = sp_test_shared(4096);
+    pid_t hog = fork();
+    ck_assert_int_ge(hog, 0);
+    if (hog == 0) {
+        for (;;)
+            __atomic_fetch_add(spins, 1, __ATOMIC_RELAXED);
+    }
+    int64_t end = sp_deadline_ms(10000);
+    while (__atomic_load_n(spins, __ATOMIC_RELAXED) == 0 && sp_now_ns() < end)
+        sleep_ms(1);
+
+    uint32_t word = 7;
+    int64_t busy = 0;
+    sp_spin_t s = SP_SPIN_POLL(500 * MS);
+    s.busy = &busy;
+    int tries = 0, rc1 = -1, rc2 = -1;
+    int64_t t0 = 0, t1 = 0, busy1 = 0, took2 = -1;
+    /* The second poll must start within the back-off; a preemption
+     * between the two may spoil that: then again (at most 20 times). */
+    do {
+        busy = 0;
+        t0 = sp_now_ns();
+        rc1 = sp_spin_until_ne(&word, 7, &s);
+        t1 = sp_now_ns();
+        busy1 = busy;
+        int64_t t2 = sp_now_ns();
+        rc2 = sp_spin_until_ne(&word, 7, &s);
+        int64_t t3 = sp_now_ns();
+        took2 = t2 < busy1 ? t3 - t2 : -1;
+    } while (took2 < 0 && ++tries < 20);
+    kill(hog, SIGKILL);
+    int status = 0;
+    ck_assert_int_eq(waitpid(hog, &status, 0), hog);
+    sp_test_unshare((void *)spins, 4096);
+
+    ck_assert_int_eq(rc1, 0);
+    ck_assert_msg(t1 - t0 < 200 * MS, "the first poll ran %lld ms of 500",
+                  (long long)((t1 - t0) / MS));
+    ck_assert_msg(busy1 >= t0 + SP_POLL_BACKOFF_NS &&
+                      busy1 <= t1 + SP_POLL_BACKOFF_NS,
+                  "giving way did not hold the others back: busy %lld ns "
+                  "from the poll's start (%lld ns long)",
+                  (long long)(busy1 - t0), (long long)(t1 - t0));
+    ck_assert_msg(took2 >= 0, "never a second poll within the back-off");
+    ck_assert_int_eq(rc2, 0);
+    ck_assert_msg(took2 < 200 * 1000, "a held-back poll took %lld us",
+                  (long long)(took2 / 1000));
+    ck_assert(poll_budget_is(&s, 500 * MS, &busy));
+    fprintf(stderr,
+            "mark poll: with a CPU hog, a poll gave way after %.3f "
+            "ms; the next one, held back, returned after %.1f us\n",
+            (t1 - t0) / 1e6, took2 / 1e3);
+}
+END_TEST
+
 Suite *suite_mark(void)
 {
     Suite *s = suite_create("mark");
@@ -545,6 +946,9 @@ Suite *suite_mark(void)
     tcase_add_test(tc, mark_wait_times_out_at_deadline);
     tcase_add_test(tc, mark_futex_primitives);
     tcase_add_test(tc, mark_spin_budget_adapts);
+    tcase_add_test(tc, mark_spin_poll_none);
+    tcase_add_test(tc, mark_spin_poll_no_change);
+    tcase_add_test(tc, mark_spin_poll_backoff);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("processes");
@@ -554,6 +958,9 @@ Suite *suite_mark(void)
     tcase_add_test(tc, mark_waiter_killed_while_asleep);
     tcase_add_test(tc, mark_wait_detects_dead_peer);
     tcase_add_test(tc, mark_pingpong_no_lost_wakeup);
+    tcase_add_test(tc, mark_spin_poll_catches_change);
+    tcase_add_test(tc, mark_spin_poll_gives_way);
+    tcase_add_test(tc, mark_spin_poll_gives_way_backoff);
     suite_add_tcase(s, tc);
     return s;
 }
