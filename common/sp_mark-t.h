@@ -31,21 +31,14 @@ typedef struct sp_mark {
  * - Poll (SP_SPIN_POLL): always up to max_ns, but only while the CPU is
  *   free: between rounds the waiter yields and gives up as soon as a
  *   yield shows that something else wants the CPU (sp_yield_idle()).  For
- *   the waits on a request's path (PollTime, docs/decisions.md).  With
- *   busy set (a word shared by the processes that poll on one slot
- *   table: sp_slots_poll_busy()), a yield that found other work stops
- *   every such poll for SP_POLL_BACKOFF_NS: on a busy machine nobody pays
- *   a yield per wait.
- */
+ *   the waits on a request's path (PollTime, docs/decisions.md). */
 typedef struct sp_spin {
     uint32_t limit_ns;
     uint32_t max_ns;
     uint32_t poll;
-    int64_t *busy;
 } sp_spin_t;
 
-#define SP_SPIN_INIT(max_ns) {(max_ns) / 4, (max_ns), 0, NULL}
-#define SP_SPIN_POLL(max_ns) {(max_ns), (max_ns), 1, NULL}
-#define SP_POLL_BACKOFF_NS (1000 * 1000LL)
+#define SP_SPIN_INIT(max_ns) {(max_ns) / 4, (max_ns), 0}
+#define SP_SPIN_POLL(max_ns) {(max_ns), (max_ns), 1}
 
 #endif /* SP_MARK_T_H */

@@ -50,8 +50,6 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
     if (spin == NULL || spin->max_ns == 0)
         return 0;
     if (spin->poll) {
-        if (!sp_poll_allowed(spin))
-            return 0;
         int64_t end = sp_now_ns() + spin->max_ns;
         for (;;) {
             for (int i = 0; i < 64; i++) {
@@ -59,12 +57,8 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
                     return 1;
                 sp_cpu_relax();
             }
-            if (sp_now_ns() >= end)
+            if (sp_now_ns() >= end || !sp_yield_idle())
                 return 0;
-            if (!sp_yield_idle()) {
-                sp_poll_busy(spin);
-                return 0;
-            }
         }
     }
     if (spin->limit_ns == 0) {
@@ -88,18 +82,6 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
     }
     spin->limit_ns /= 2;
     return 0;
-}
-
-int sp_poll_allowed(const sp_spin_t *spin)
-{
-    return spin->busy == NULL ||
-           sp_now_ns() >= sp_load_relaxed(spin->busy);
-}
-
-void sp_poll_busy(sp_spin_t *spin)
-{
-    if (spin->busy != NULL)
-        sp_store_relaxed(spin->busy, sp_now_ns() + SP_POLL_BACKOFF_NS);
 }
 
 int sp_yield_idle(void)

@@ -69,10 +69,4 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin);
 #define SP_YIELD_BUSY_NS 3000
 int sp_yield_idle(void);
 
-/* Poll budgets (SP_SPIN_POLL) with a shared busy word: may this waiter
- * poll now (no poller saw other work in the last SP_POLL_BACKOFF_NS)?
- * And: this waiter's yield just found other work, stop them all. */
-int sp_poll_allowed(const sp_spin_t *spin);
-void sp_poll_busy(sp_spin_t *spin);
-
 #endif /* SP_MARK_H */

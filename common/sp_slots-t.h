@@ -17,9 +17,7 @@
  *   192            64    line 1: inflight (exact number of claimed slots,
  *                        the admission-control counter)
  *   256            64    line 2: statistics (relaxed)
- *   320            64    line 3: poll_busy_until (relaxed): no waiter of
- *                        this table polls before then (sp_spin_t.busy)
- *   384            ...   ready bitmap: one bit per slot, u64 words,
+ *   320            ...   ready bitmap: one bit per slot, u64 words,
  *                        rounded up to a cache line
  *   slots_off      ...   nslots slots of slot_size bytes each:
  *
@@ -140,10 +138,6 @@ typedef struct sp_slots_live {
     uint64_t reclaimed;
     uint64_t doorbells;
     uint8_t pad2[SP_CACHELINE - 40];
-    /* line 3: a poller's yield found other work (CLOCK_MONOTONIC ns):
-     * read by every poll, written only when that happens */
-    int64_t poll_busy_until;
-    uint8_t pad3[SP_CACHELINE - 8];
 } sp_slots_live_t;
 
 _Static_assert(offsetof(sp_slot_t, owner_pid) == 4, "slot layout");
@@ -156,6 +150,6 @@ _Static_assert(sizeof(sp_slot_t) == 128, "slot layout");
 _Static_assert(sizeof(sp_slots_hdr_t) == 128, "slots header layout");
 _Static_assert(offsetof(sp_slots_live_t, inflight) == SP_CACHELINE,
                "inflight on its own line");
-_Static_assert(sizeof(sp_slots_live_t) == 4 * SP_CACHELINE, "live layout");
+_Static_assert(sizeof(sp_slots_live_t) == 3 * SP_CACHELINE, "live layout");
 
 #endif /* SP_SLOTS_T_H */

@@ -398,21 +398,14 @@ static int slots_any_ready(const sp_slots_t *t)
     return 0;
 }
 
-int64_t *sp_slots_poll_busy(sp_slots_t *t)
-{
-    return &t->live->poll_busy_until;
-}
-
 int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
                          int max, sp_spin_t *spin)
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
-    if (spin->poll) {
-        if (!sp_poll_allowed(spin))
-            return 0;
+    if (spin->poll)
         spin->limit_ns = spin->max_ns;
-    } else if (spin->limit_ns == 0)
+    else if (spin->limit_ns == 0)
         spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
     int64_t end = sp_now_ns() + spin->limit_ns;
     int n = 0;
@@ -433,12 +426,8 @@ int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
             spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
             return n;
         }
-        if (sp_now_ns() >= end)
+        if (sp_now_ns() >= end || !sp_yield_idle())
             break;
-        if (!sp_yield_idle()) {
-            sp_poll_busy(spin);
-            break;
-        }
     }
     spin->limit_ns /= 2;
     return 0;

@@ -152,8 +152,6 @@ uint32_t sp_slots_ready_take(sp_slots_t *t, uint32_t *out, uint32_t max);
  * like sp_spin_until_ne()'s: it grows while polls succeed, halves when one
  * runs out; a poll budget (SP_SPIN_POLL) is spent whole each time. */
 struct epoll_event;
-/* The table's shared busy word for poll budgets (sp_spin_t.busy). */
-int64_t *sp_slots_poll_busy(sp_slots_t *t);
 int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
                          int max, sp_spin_t *spin);
 

@@ -614,7 +614,6 @@ int spm_handle(request_rec *r, spm_runtime_t *rt, int backend)
      * the answer (docs/decisions.md). */
     h.in.spin = (sp_spin_t)SP_SPIN_INIT(20000);
     h.out.spin = (sp_spin_t)SP_SPIN_POLL(conf->poll_us * 1000u);
-    h.out.spin.busy = sp_slots_poll_busy(&rt->slots);
     h.in.peer = h.out.peer = &h.proxy;
     h.bb = apr_brigade_create(r->pool, c->bucket_alloc);
     h.kv = apr_palloc(r->pool, H_MAX_FIELDS * sizeof(sp_kv_t));

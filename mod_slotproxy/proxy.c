@@ -1336,7 +1336,6 @@ void spm_proxy_main(const spm_conf_t *conf, sp_slots_t *slots,
     P.streams = calloc(slots->nslots, sizeof(*P.streams));
     P.wakes = calloc(slots->nslots, sizeof(*P.wakes));
     P.poll = (sp_spin_t)SP_SPIN_POLL(conf->poll_us * 1000u);
-    P.poll.busy = sp_slots_poll_busy(slots);
     if (P.sigfd < 0 || P.ep < 0 || P.timerfd < 0 || P.streams == NULL ||
         P.wakes == NULL) {
         plog("SPM0202", "proxy child cannot start: %s", strerror(errno));

@@ -1177,7 +1177,6 @@ static void sched_apply(const spb_config_t *cfg)
         SPB_WARN("SPB0905", "Scheduling %s: sched_setscheduler: %s",
                  cfg->sched_batch ? "batch" : "normal", strerror(errno));
     S.poll = (sp_spin_t)SP_SPIN_POLL((uint32_t)cfg->poll_us * 1000u);
-    S.poll.busy = sp_slots_poll_busy(&S.slots);
 }
 
 static void reload(void)

@@ -473,7 +473,6 @@ void spb_worker_main(const spb_config_t *cfg, sp_handler_t *handlers,
      * the CPU is free: a worker that sleeps costs the next request a
      * wake-up, 10-20 us where idle CPUs halt (docs/decisions.md). */
     sp_spin_t idle_poll = SP_SPIN_POLL((uint32_t)cfg->poll_us * 1000u);
-    idle_poll.busy = sp_slots_poll_busy(slots);
 
     size_t headcap = cfg->max_payload + 1;
     uint8_t *headbuf = malloc(headcap);
