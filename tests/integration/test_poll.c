@@ -222,9 +222,7 @@ static void expect_asleep(const cpu_use_t *u, int window_ms, const char *what)
  * process the poller has just woken (the dispatcher a worker notified,
  * the backend the proxy child wrote to) placed on the poller's CPU; and,
  * measured on a two-CPU VM, at the first yield after a sleep one time in
- * three even on an idle CPU.  Such a yield also holds back every poller
- * of the same slot table for SP_POLL_BACKOFF_NS (sp_spin_t.busy).  So
- * that the polls show at all, the "it polls" tests give the pollers a CPU
+ * three even on an idle CPU.  So that the polls show at all, the "it polls" tests give the pollers a CPU
  * of their own: they pin them there, and what they talk to (and this
  * test process) on the other one; the "it sleeps" tests place them the
  * same way, where a poll would show.  And they send their requests 10-20
@@ -573,8 +571,8 @@ static pid_t module_proxy_pid(tm_env_t *e)
 /* httpd's children (the handlers) on cpu[1]; the proxy child, the
  * backend and this process on cpu[0].  While a backend worker sleeps, a
  * handler polls alone on cpu[1]; the proxy child shares cpu[0] with the
- * backend it has just woken (with the shared back-off, its polls mostly
- * give way: the handler's show). */
+ * backend it has just woken (its polls mostly give way: the handler's
+ * show). */
 static void module_pin(tm_env_t *e, const int cpu[2])
 {
     pid_t proxy = module_proxy_pid(e);

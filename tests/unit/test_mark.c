@@ -24,8 +24,6 @@
  * by its budget (not much later); with a CPU-bound process on its CPU a
  * 500 ms poll gives way at once; and none of this ever changes the
  * budget (the adaptive one, SP_SPIN_INIT, is mark_spin_budget_adapts).
- * The shared back-off word (sp_spin_t.busy): while it lies ahead a poll
- * returns at once, and a poll that gives way sets it 1 ms ahead.
  *
  * Children never call ck_assert (Check's reporting belongs to the test
  * process): they _exit() with a distinct code, or leave their result in
@@ -550,20 +548,17 @@ END_TEST
 
 /* A poll budget is a constant: neither catching the change nor running
  * out (nor giving way) may touch it. */
-static int poll_budget_is(const sp_spin_t *s, uint32_t max_ns,
-                          const int64_t *busy)
+static int poll_budget_is(const sp_spin_t *s, uint32_t max_ns)
 {
-    return s->limit_ns == max_ns && s->max_ns == max_ns && s->poll == 1 &&
-           s->busy == busy;
+    return s->limit_ns == max_ns && s->max_ns == max_ns && s->poll == 1;
 }
 
 static void assert_poll_budget(const sp_spin_t *s, uint32_t max_ns)
 {
-    ck_assert_msg(poll_budget_is(s, max_ns, NULL),
-                  "poll budget changed: limit_ns %u, max_ns %u, poll %u, "
-                  "busy %p (was %u, %u, 1, NULL)",
-                  s->limit_ns, s->max_ns, s->poll, (void *)s->busy, max_ns,
-                  max_ns);
+    ck_assert_msg(poll_budget_is(s, max_ns),
+                  "poll budget changed: limit_ns %u, max_ns %u, poll %u "
+                  "(was %u, %u, 1)",
+                  s->limit_ns, s->max_ns, s->poll, max_ns, max_ns);
 }
 
 /* The setter thread of mark_spin_poll_catches_change, on a CPU of its own
@@ -794,7 +789,7 @@ START_TEST(mark_spin_poll_gives_way)
         int64_t t0 = sp_now_ns();
         rc[i] = sp_spin_until_ne(&word, 7, &s);
         took[i] = sp_now_ns() - t0;
-        if (!poll_budget_is(&s, budget, NULL))
+        if (!poll_budget_is(&s, budget))
             rc[i] = -100; /* budget changed */
     }
     kill(hog, SIGKILL);
@@ -820,123 +815,6 @@ START_TEST(mark_spin_poll_gives_way)
 }
 END_TEST
 
-/* The shared back-off (sp_spin_t.busy, one word per slot table): while
- * it lies ahead no poll even looks at its word; a poll whose yield found
- * other work sets it SP_POLL_BACKOFF_NS ahead, for every poller sharing
- * it; a budget without a busy word is never held back. */
-START_TEST(mark_spin_poll_backoff)
-{
-    uint32_t word = 6; /* differs from the 7 waited on: caught at once */
-    int64_t busy = 0;
-    sp_spin_t s = SP_SPIN_POLL(20 * MS);
-    s.busy = &busy;
-
-    ck_assert_int_eq(sp_poll_allowed(&s), 1);
-    ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 1);
-    ck_assert(poll_budget_is(&s, 20 * MS, &busy));
-    ck_assert_int_eq(busy, 0); /* catching the change says nothing */
-
-    /* Held back: 0 at once, the word not looked at, the word untouched. */
-    busy = sp_now_ns() + 10000 * MS;
-    int64_t held = busy;
-    ck_assert_int_eq(sp_poll_allowed(&s), 0);
-    int64_t t0 = sp_now_ns();
-    for (int i = 0; i < 1000; i++)
-        ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 0);
-    ck_assert_msg(sp_now_ns() - t0 < 50 * MS,
-                  "1000 held-back polls took "
-                  "%lld us",
-                  (long long)((sp_now_ns() - t0) / 1000));
-    ck_assert_int_eq(busy, held);
-    ck_assert(poll_budget_is(&s, 20 * MS, &busy));
-
-    /* Past: polls again. */
-    busy = sp_now_ns() - 1;
-    ck_assert_int_eq(sp_poll_allowed(&s), 1);
-    ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 1);
-
-    /* sp_poll_busy: SP_POLL_BACKOFF_NS from now. */
-    t0 = sp_now_ns();
-    sp_poll_busy(&s);
-    int64_t t1 = sp_now_ns();
-    ck_assert_int_ge(busy, t0 + SP_POLL_BACKOFF_NS);
-    ck_assert_int_le(busy, t1 + SP_POLL_BACKOFF_NS);
-    ck_assert_int_eq(sp_poll_allowed(&s), 0);
-
-    /* Without a busy word: never held back, and sp_poll_busy is a no-op. */
-    sp_spin_t lone = SP_SPIN_POLL(20 * MS);
-    ck_assert_ptr_null(lone.busy);
-    sp_poll_busy(&lone);
-    ck_assert_int_eq(sp_poll_allowed(&lone), 1);
-    ck_assert_int_eq(sp_spin_until_ne(&word, 7, &lone), 1);
-    assert_poll_budget(&lone, 20 * MS);
-}
-END_TEST
-
-/* With a CPU-bound process on its CPU, a poll with a busy word gives way
- * and holds back every poller sharing the word for SP_POLL_BACKOFF_NS: the
- * next poll within that time returns at once, without a yield. */
-START_TEST(mark_spin_poll_gives_way_backoff)
-{
-    int cpu[2];
-    pick_cpus(cpu);
-    ck_assert_int_ge(cpu[0], 0);
-    pin_to(cpu[0]);
-    volatile uint64_t *spins = sp_test_shared(4096);
-    pid_t hog = fork();
-    ck_assert_int_ge(hog, 0);
-    if (hog == 0) {
-        for (;;)
-            __atomic_fetch_add(spins, 1, __ATOMIC_RELAXED);
-    }
-    int64_t end = sp_deadline_ms(10000);
-    while (__atomic_load_n(spins, __ATOMIC_RELAXED) == 0 && sp_now_ns() < end)
-        sleep_ms(1);
-
-    uint32_t word = 7;
-    int64_t busy = 0;
-    sp_spin_t s = SP_SPIN_POLL(500 * MS);
-    s.busy = &busy;
-    int tries = 0, rc1 = -1, rc2 = -1;
-    int64_t t0 = 0, t1 = 0, busy1 = 0, took2 = -1;
-    /* The second poll must start within the back-off; a preemption
-     * between the two may spoil that: then again (at most 20 times). */
-    do {
-        busy = 0;
-        t0 = sp_now_ns();
-        rc1 = sp_spin_until_ne(&word, 7, &s);
-        t1 = sp_now_ns();
-        busy1 = busy;
-        int64_t t2 = sp_now_ns();
-        rc2 = sp_spin_until_ne(&word, 7, &s);
-        int64_t t3 = sp_now_ns();
-        took2 = t2 < busy1 ? t3 - t2 : -1;
-    } while (took2 < 0 && ++tries < 20);
-    kill(hog, SIGKILL);
-    int status = 0;
-    ck_assert_int_eq(waitpid(hog, &status, 0), hog);
-    sp_test_unshare((void *)spins, 4096);
-
-    ck_assert_int_eq(rc1, 0);
-    ck_assert_msg(t1 - t0 < 200 * MS, "the first poll ran %lld ms of 500",
-                  (long long)((t1 - t0) / MS));
-    ck_assert_msg(busy1 >= t0 + SP_POLL_BACKOFF_NS &&
-                      busy1 <= t1 + SP_POLL_BACKOFF_NS,
-                  "giving way did not hold the others back: busy %lld ns "
-                  "from the poll's start (%lld ns long)",
-                  (long long)(busy1 - t0), (long long)(t1 - t0));
-    ck_assert_msg(took2 >= 0, "never a second poll within the back-off");
-    ck_assert_int_eq(rc2, 0);
-    ck_assert_msg(took2 < 200 * 1000, "a held-back poll took %lld us",
-                  (long long)(took2 / 1000));
-    ck_assert(poll_budget_is(&s, 500 * MS, &busy));
-    fprintf(stderr,
-            "mark poll: with a CPU hog, a poll gave way after %.3f "
-            "ms; the next one, held back, returned after %.1f us\n",
-            (t1 - t0) / 1e6, took2 / 1e3);
-}
-END_TEST
-
 Suite *suite_mark(void)
 {
     Suite *s = suite_create("mark");
@@ -948,7 +826,6 @@ Suite *suite_mark(void)
     tcase_add_test(tc, mark_spin_budget_adapts);
     tcase_add_test(tc, mark_spin_poll_none);
     tcase_add_test(tc, mark_spin_poll_no_change);
-    tcase_add_test(tc, mark_spin_poll_backoff);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("processes");
@@ -960,7 +837,6 @@ Suite *suite_mark(void)
     tcase_add_test(tc, mark_pingpong_no_lost_wakeup);
     tcase_add_test(tc, mark_spin_poll_catches_change);
     tcase_add_test(tc, mark_spin_poll_gives_way);
-    tcase_add_test(tc, mark_spin_poll_gives_way_backoff);
     suite_add_tcase(s, tc);
     return s;
 }
