@@ -566,6 +566,18 @@ static void wait_push(pstream_t *ps)
     b->wait_tail = ps;
 }
 
+/* Take the oldest stream waiting for a link of b (there is one). */
+static pstream_t *wait_pop(pbackend_t *b)
+{
+    pstream_t *ps = b->wait_head;
+    b->wait_head = ps->wnext;
+    if (b->wait_head == NULL)
+        b->wait_tail = NULL;
+    ps->wnext = NULL;
+    ps->t_wait = 0;
+    return ps;
+}
+
 /* Forward request body messages from the input ring, within credit. */
 static void stream_forward_body(pstream_t *ps)
 {
@@ -635,12 +647,7 @@ static void backend_fail_waiting(pbackend_t *b)
     if (!b->refused || backend_connecting(b))
         return;
     while (b->wait_head) {
-        pstream_t *ps = b->wait_head;
-        b->wait_head = ps->wnext;
-        if (b->wait_head == NULL)
-            b->wait_tail = NULL;
-        ps->wnext = NULL;
-        ps->t_wait = 0;
+        pstream_t *ps = wait_pop(b);
         out_abort(ps, SP_ABORT_UNAVAILABLE, 503,
                   "backend refused the connection");
     }
@@ -1051,12 +1058,7 @@ static void backends_maintain(void)
 static void backend_dispatch_waiting(pbackend_t *b)
 {
     while (b->wait_head && link_pick(b) != NULL) {
-        pstream_t *ps = b->wait_head;
-        b->wait_head = ps->wnext;
-        if (b->wait_head == NULL)
-            b->wait_tail = NULL;
-        ps->wnext = NULL;
-        ps->t_wait = 0;
+        pstream_t *ps = wait_pop(b);
         if (!stream_current(ps)) {
             ps->resp_done = 1;
             stream_try_finish(ps);
@@ -1222,12 +1224,7 @@ static void tick(void)
         /* Streams waiting for a link too long: 503. */
         int64_t limit = (int64_t)b->conf->connect_timeout_ms * SP_NSEC_PER_MSEC;
         while (b->wait_head && now - b->wait_head->t_wait > limit) {
-            pstream_t *ps = b->wait_head;
-            b->wait_head = ps->wnext;
-            if (b->wait_head == NULL)
-                b->wait_tail = NULL;
-            ps->wnext = NULL;
-            ps->t_wait = 0;
+            pstream_t *ps = wait_pop(b);
             out_abort(ps, SP_ABORT_UNAVAILABLE, 503, "backend unreachable");
         }
     }
