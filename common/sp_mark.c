@@ -45,42 +45,48 @@ void sp_futex_wake(uint32_t *addr, int n)
     syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
+int64_t sp_spin_budget(sp_spin_t *spin)
 {
-    if (spin == NULL || spin->max_ns == 0)
-        return 0;
-    if (spin->poll) {
-        int64_t end = sp_now_ns() + spin->max_ns;
-        for (;;) {
-            for (int i = 0; i < 64; i++) {
-                if (sp_load_relaxed(word) != val)
-                    return 1;
-                sp_cpu_relax();
-            }
-            if (sp_now_ns() >= end || !sp_yield_idle())
-                return 0;
-        }
-    }
+    if (spin->poll)
+        return spin->max_ns;
     if (spin->limit_ns == 0) {
         /* Probe again now and then so a budget that fell to 0 can grow
          * (never beyond max_ns). */
         spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
     }
-    int64_t end = sp_now_ns() + spin->limit_ns;
+    return spin->limit_ns;
+}
+
+void sp_spin_adapt(sp_spin_t *spin, int caught)
+{
+    if (spin->poll)
+        return;
+    if (caught) {
+        uint32_t grown = spin->limit_ns * 2 + 1000;
+        spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
+    } else {
+        spin->limit_ns /= 2;
+    }
+}
+
+int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
+{
+    if (spin == NULL || spin->max_ns == 0)
+        return 0;
+    int64_t end = sp_now_ns() + sp_spin_budget(spin);
     for (;;) {
         for (int i = 0; i < 64; i++) {
             /* Relaxed: a hint; the caller re-reads with acquire. */
             if (sp_load_relaxed(word) != val) {
-                uint32_t grown = spin->limit_ns * 2 + 1000;
-                spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
+                sp_spin_adapt(spin, 1);
                 return 1;
             }
             sp_cpu_relax();
         }
-        if (sp_now_ns() >= end)
+        if (sp_now_ns() >= end || (spin->poll && !sp_yield_idle()))
             break;
     }
-    spin->limit_ns /= 2;
+    sp_spin_adapt(spin, 0);
     return 0;
 }
 

@@ -63,6 +63,13 @@ int sp_mark_wait(sp_mark_t *m, uint32_t cur, int64_t deadline_ns,
  * at the first yield that let other work run.  Shared by marks and rings. */
 int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin);
 
+/* The two halves of a spin, for loops that watch something else than a
+ * word (sp_slots_poll_events): the budget of this spin in ns, and after
+ * it, whether it caught its change (adapts an adaptive budget; a poll
+ * budget stays). */
+int64_t sp_spin_budget(sp_spin_t *spin);
+void sp_spin_adapt(sp_spin_t *spin, int caught);
+
 /* Give the CPU to whatever else is runnable on it; 1 if that took less
  * than SP_YIELD_BUSY_NS (nobody else wanted this CPU for long: polling
  * costs nothing here), 0 if other work ran (stop polling, sleep). */

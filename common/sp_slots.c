@@ -403,11 +403,7 @@ int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
-    if (spin->poll)
-        spin->limit_ns = spin->max_ns;
-    else if (spin->limit_ns == 0)
-        spin->limit_ns = spin->max_ns < 1000 ? spin->max_ns : 1000;
-    int64_t end = sp_now_ns() + spin->limit_ns;
+    int64_t end = sp_now_ns() + sp_spin_budget(spin);
     int n = 0;
     for (;;) {
         int bits = 0;
@@ -422,14 +418,13 @@ int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
         if (n == 0 && bits)
             n = -1;
         if (n != 0) {
-            uint32_t grown = spin->limit_ns * 2 + 1000;
-            spin->limit_ns = grown > spin->max_ns ? spin->max_ns : grown;
+            sp_spin_adapt(spin, 1);
             return n;
         }
         if (sp_now_ns() >= end || !sp_yield_idle())
             break;
     }
-    spin->limit_ns /= 2;
+    sp_spin_adapt(spin, 0);
     return 0;
 }
 
