@@ -347,19 +347,31 @@ static void backend_pin(const spt_backend_t *b, const int cpu[2])
         pin_tree(kids[i], cpu[1], 1);
 }
 
-/* n GETs of /hello on c, gap_ms apart; the CPU they cost. */
-static cpu_use_t backend_sequence(const watch_t *w, spc_t *c, int n, int gap_ms)
+/* n requests (one call of req each), gap_ms apart; the CPU they cost. */
+static cpu_use_t cpu_sequence(const watch_t *w, void (*req)(void *),
+                              void *arg, int n, int gap_ms)
 {
     cpu_mark_t *a = malloc(sizeof(*a));
     ck_assert_ptr_nonnull(a);
     mark_take(w, a);
     for (int i = 0; i < n; i++) {
-        tb_hello(c, 0, 5000);
+        req(arg);
         usleep((useconds_t)gap_ms * 1000);
     }
     cpu_use_t u = mark_since(w, a);
     free(a);
     return u;
+}
+
+static void backend_hello(void *c)
+{
+    tb_hello(c, 0, 5000);
+}
+
+/* n GETs of /hello on c, gap_ms apart; the CPU they cost. */
+static cpu_use_t backend_sequence(const watch_t *w, spc_t *c, int n, int gap_ms)
+{
+    return cpu_sequence(w, backend_hello, c, n, gap_ms);
 }
 
 /* PollTime 0: right after an answer, and after a sequence, nothing of the
@@ -583,19 +595,15 @@ static void module_pin(tm_env_t *e, const int cpu[2])
 }
 
 /* n requests answered in 5 ms, gap_ms apart; the CPU they cost. */
+static void module_slow(void *c)
+{
+    module_get(c, SLOW_PATH);
+}
+
 static cpu_use_t module_sequence(const watch_t *w, spt_client_t *c, int n,
                                  int gap_ms)
 {
-    cpu_mark_t *a = malloc(sizeof(*a));
-    ck_assert_ptr_nonnull(a);
-    mark_take(w, a);
-    for (int i = 0; i < n; i++) {
-        module_get(c, SLOW_PATH);
-        usleep((useconds_t)gap_ms * 1000);
-    }
-    cpu_use_t u = mark_since(w, a);
-    free(a);
-    return u;
+    return cpu_sequence(w, module_slow, c, n, gap_ms);
 }
 
 /* SlotProxyPollTime 0: right after an answer, and after a sequence of
