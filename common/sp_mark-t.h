@@ -31,14 +31,19 @@ typedef struct sp_mark {
  * - Poll (SP_SPIN_POLL): always up to max_ns, but only while the CPU is
  *   free: between rounds the waiter yields and gives up as soon as a
  *   yield shows that something else wants the CPU (sp_yield_idle()).  For
- *   the waits on a request's path (PollTime, docs/decisions.md). */
+ *   the waits on a request's path (PollTime, docs/decisions.md).  With a
+ *   load word (sp_spin_gate()), a poll does not start while that count of
+ *   requests in progress is above the CPUs online: their processes keep
+ *   every CPU busy, and the poll would only cost a yield and a switch. */
 typedef struct sp_spin {
     uint32_t limit_ns;
     uint32_t max_ns;
     uint32_t poll;
+    uint32_t load_max;    /* poll only while *load <= load_max */
+    const uint32_t *load; /* NULL: no gate */
 } sp_spin_t;
 
-#define SP_SPIN_INIT(max_ns) {(max_ns) / 4, (max_ns), 0}
-#define SP_SPIN_POLL(max_ns) {(max_ns), (max_ns), 1}
+#define SP_SPIN_INIT(max_ns) {(max_ns) / 4, (max_ns), 0, 0, NULL}
+#define SP_SPIN_POLL(max_ns) {(max_ns), (max_ns), 1, 0, NULL}
 
 #endif /* SP_MARK_T_H */

@@ -45,10 +45,30 @@ void sp_futex_wake(uint32_t *addr, int n)
     syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+uint32_t sp_cpus_online(void)
+{
+    static uint32_t n; /* racy first calls all store the same value */
+    if (n == 0) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v > 0 ? (uint32_t)v : 1;
+    }
+    return n;
+}
+
+void sp_spin_gate(sp_spin_t *spin, const uint32_t *load)
+{
+    spin->load = load;
+    spin->load_max = sp_cpus_online();
+}
+
 int64_t sp_spin_budget(sp_spin_t *spin)
 {
-    if (spin->poll)
+    if (spin->poll) {
+        /* Relaxed: a hint, read once per wait. */
+        if (spin->load && sp_load_relaxed(spin->load) > spin->load_max)
+            return 0;
         return spin->max_ns;
+    }
     if (spin->limit_ns == 0) {
         /* Probe again now and then so a budget that fell to 0 can grow
          * (never beyond max_ns). */
@@ -73,7 +93,10 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin)
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
-    int64_t end = sp_now_ns() + sp_spin_budget(spin);
+    int64_t budget = sp_spin_budget(spin);
+    if (budget == 0)
+        return 0; /* a gated poll (an adaptive budget is never 0 here) */
+    int64_t end = sp_now_ns() + budget;
     for (;;) {
         for (int i = 0; i < 64; i++) {
             /* Relaxed: a hint; the caller re-reads with acquire. */

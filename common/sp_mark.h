@@ -70,6 +70,14 @@ int sp_spin_until_ne(const uint32_t *word, uint32_t val, sp_spin_t *spin);
 int64_t sp_spin_budget(sp_spin_t *spin);
 void sp_spin_adapt(sp_spin_t *spin, int caught);
 
+/* Gate a poll budget on a shared count of requests in progress: the poll
+ * runs only while *load is at most the number of CPUs online (budget 0
+ * otherwise).  load must outlive the spin. */
+void sp_spin_gate(sp_spin_t *spin, const uint32_t *load);
+
+/* CPUs online (sysconf, read once; at least 1). */
+uint32_t sp_cpus_online(void);
+
 /* Give the CPU to whatever else is runnable on it; 1 if that took less
  * than SP_YIELD_BUSY_NS (nobody else wanted this CPU for long: polling
  * costs nothing here), 0 if other work ran (stop polling, sleep). */

@@ -15,7 +15,9 @@
  *   128            64    sp_slots_live_t line 0: proxy_waiting (doorbell
  *                        flag), proxy pid/start of the current proxy
  *   192            64    line 1: inflight (exact number of claimed slots,
- *                        the admission-control counter)
+ *                        the admission-control counter); streams (the
+ *                        backend dispatcher's requests in progress, for
+ *                        its workers' poll gate)
  *   256            64    line 2: statistics (relaxed)
  *   320            ...   ready bitmap: one bit per slot, u64 words,
  *                        rounded up to a cache line
@@ -130,7 +132,10 @@ typedef struct sp_slots_live {
     /* line 1 */
     uint32_t inflight;
     uint32_t overflow_hint;
-    uint8_t pad1[SP_CACHELINE - 8];
+    /* Backend tables: the dispatcher's streams, queued or on a worker
+     * (relaxed; the workers' sp_spin_gate() reads it).  0 elsewhere. */
+    uint32_t streams;
+    uint8_t pad1[SP_CACHELINE - 12];
     /* line 2: statistics, relaxed */
     uint64_t claims;
     uint64_t overflow_claims;

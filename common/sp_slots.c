@@ -403,7 +403,10 @@ int sp_slots_poll_events(sp_slots_t *t, int ep, struct epoll_event *evs,
 {
     if (spin == NULL || spin->max_ns == 0)
         return 0;
-    int64_t end = sp_now_ns() + sp_spin_budget(spin);
+    int64_t budget = sp_spin_budget(spin);
+    if (budget == 0)
+        return 0;
+    int64_t end = sp_now_ns() + budget;
     int n = 0;
     for (;;) {
         int bits = 0;

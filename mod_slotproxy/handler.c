@@ -609,11 +609,14 @@ int spm_handle(request_rec *r, spm_runtime_t *rt, int backend)
     sp_slot_ring_out(&rt->slots, h.slot, &h.out);
     /* Spin for room in the input ring, which the proxy child drains
      * within microseconds (adaptive).  Poll for the answer for up to
-     * SlotProxyPollTime, but only while the CPU is free: on a busy machine
-     * a polling worker would take the CPU from the processes that produce
-     * the answer (docs/decisions.md). */
+     * SlotProxyPollTime, but only while the CPU is free: not at all while
+     * more requests are in flight than there are CPUs, and never past a
+     * yield that let other work run.  On a busy machine a polling worker
+     * would take the CPU from the processes that produce the answer
+     * (docs/decisions.md). */
     h.in.spin = (sp_spin_t)SP_SPIN_INIT(20000);
     h.out.spin = (sp_spin_t)SP_SPIN_POLL(conf->poll_us * 1000u);
+    sp_spin_gate(&h.out.spin, &rt->slots.live->inflight);
     h.in.peer = h.out.peer = &h.proxy;
     h.bb = apr_brigade_create(r->pool, c->bucket_alloc);
     h.kv = apr_palloc(r->pool, H_MAX_FIELDS * sizeof(sp_kv_t));

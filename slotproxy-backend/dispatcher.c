@@ -257,6 +257,7 @@ static void stream_free(spb_stream_t *s)
     free(s->head);
     free(s);
     S.nstreams--;
+    sp_store_relaxed(&S.slots.live->streams, (uint32_t)S.nstreams);
 }
 
 /* Tell the frontend this stream failed (if it can still hear us). */
@@ -682,6 +683,7 @@ static int on_request_head(blink_t *bl, const sp_frame_t *f)
         return 0;
     }
     S.nstreams++;
+    sp_store_relaxed(&S.slots.live->streams, (uint32_t)S.nstreams);
     S.n_requests++;
     memcpy(s->head, f->payload, f->hdr.len);
     s->head_len = f->hdr.len;

@@ -471,8 +471,11 @@ void spb_worker_main(const spb_config_t *cfg, sp_handler_t *handlers,
     in.spin = spin;
     /* Between requests, poll for the next one for up to PollTime while
      * the CPU is free: a worker that sleeps costs the next request a
-     * wake-up, 10-20 us where idle CPUs halt (docs/decisions.md). */
+     * wake-up, 10-20 us where idle CPUs halt (docs/decisions.md).  Not
+     * while the dispatcher holds more streams than there are CPUs: the
+     * next one comes soon anyway, and the poll would cost a switch. */
     sp_spin_t idle_poll = SP_SPIN_POLL((uint32_t)cfg->poll_us * 1000u);
+    sp_spin_gate(&idle_poll, &slots->live->streams);
 
     size_t headcap = cfg->max_payload + 1;
     uint8_t *headbuf = malloc(headcap);

@@ -22,8 +22,9 @@
  * Poll budgets (SP_SPIN_POLL, PollTime): 0 never spins; a change made by
  * another thread 2 ms into a poll is caught; without a change a poll ends
  * by its budget (not much later); with a CPU-bound process on its CPU a
- * 500 ms poll gives way at once; and none of this ever changes the
- * budget (the adaptive one, SP_SPIN_INIT, is mark_spin_budget_adapts).
+ * 500 ms poll gives way at once; gated on a load above the CPUs online
+ * it does not poll at all; and none of this ever changes the budget (the
+ * adaptive one, SP_SPIN_INIT, is mark_spin_budget_adapts).
  *
  * Children never call ck_assert (Check's reporting belongs to the test
  * process): they _exit() with a distinct code, or leave their result in
@@ -755,6 +756,43 @@ START_TEST(mark_spin_poll_no_change)
 }
 END_TEST
 
+/* A gated poll (sp_spin_gate, the handler's and the backend worker's):
+ * while its load word is above the CPUs online it does not poll at all (0
+ * at once, without even looking at a word that already changed); at the
+ * limit and below it polls as before.  The load is read on each wait, not
+ * when the gate is set, and the budget never changes. */
+START_TEST(mark_spin_poll_gated)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    ck_assert_uint_eq(sp_cpus_online(), online > 0 ? (uint32_t)online : 1u);
+    uint32_t word = 7;
+    uint32_t load = sp_cpus_online() + 1;
+    const uint32_t budget = 20 * MS;
+    sp_spin_t s = SP_SPIN_POLL(budget);
+    ck_assert_ptr_null(s.load); /* ungated unless asked */
+    sp_spin_gate(&s, &load);
+    ck_assert_ptr_eq(s.load, &load);
+    ck_assert_uint_eq(s.load_max, sp_cpus_online());
+    int64_t t0 = sp_now_ns();
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_int_eq(sp_spin_until_ne(&word, 7, &s), 0);
+        ck_assert_int_eq(sp_spin_until_ne(&word, 6, &s), 0);
+    }
+    int64_t took = sp_now_ns() - t0;
+    assert_poll_budget(&s, budget);
+    ck_assert_msg(took < 50 * MS,
+                  "2000 gated polls took %lld us: they poll",
+                  (long long)(took / 1000));
+    load = sp_cpus_online();
+    ck_assert_int_eq(sp_spin_until_ne(&word, 6, &s), 1);
+    load = 0;
+    ck_assert_int_eq(sp_spin_until_ne(&word, 6, &s), 1);
+    load = UINT32_MAX;
+    ck_assert_int_eq(sp_spin_until_ne(&word, 6, &s), 0);
+    assert_poll_budget(&s, budget);
+}
+END_TEST
+
 /* A poll gives way to other work: with a CPU-bound process on its CPU, a
  * 500 ms poll ends at its first yield, in far less than its budget. */
 START_TEST(mark_spin_poll_gives_way)
@@ -826,6 +864,7 @@ Suite *suite_mark(void)
     tcase_add_test(tc, mark_spin_budget_adapts);
     tcase_add_test(tc, mark_spin_poll_none);
     tcase_add_test(tc, mark_spin_poll_no_change);
+    tcase_add_test(tc, mark_spin_poll_gated);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("processes");
