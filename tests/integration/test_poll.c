@@ -23,6 +23,15 @@
  *            (builtin:echo sleep=5), 20 ms apart, cost them >= 15 ms more
  *            CPU (the handler and the proxy child poll for the answer),
  *            and the polls end by themselves.
+ *   poll_gate  the poll gate (sp_spin_gate()): with ncpu + 1 requests
+ *            held in progress (asleep in builtin:echo), a backend worker
+ *            does not poll for its next request (PollTime 10000: 10
+ *            requests cost the ncpu + 2 workers < 5 ms), nor an httpd
+ *            handler for its answer (SlotProxyPollTime 10000: 20 requests
+ *            of 5 ms cost the handlers < 5 ms more than under 0; the
+ *            proxy child, not gated, is not counted); once the held
+ *            requests have ended, the same sequences show the polls again
+ *            (>= 10 and >= 15 ms more).
  *   poll_config  bad SlotProxyPollTime values, and the directive where
  *            only the main server may have it, are refused by `apache2 -t`
  *            (and at start) naming SlotProxyPollTime; 0, 200 and 10000
@@ -713,6 +722,371 @@ START_TEST(poll_module_on)
 }
 END_TEST
 
+/* ---- the poll gate -------------------------------------------------------
+ *
+ * A handler polls for its answer only while no more requests are in
+ * flight in httpd (slots taken) than the machine has CPUs online, and a
+ * backend worker polls for its next request only while the dispatcher
+ * holds no more streams than that (sp_spin_gate()): more requests in
+ * progress than CPUs keep every CPU busy, and a poll would only cost a
+ * yield and a process switch.  The proxy child and the dispatcher are not
+ * gated.  Here ncpu + 1 requests are held in progress, asleep in
+ * builtin:echo (which wakes every 10 ms to check for an abort: ~nothing
+ * of CPU), while a sequence of quick requests runs beside them: it must
+ * cost the gated pollers no poll; once the held requests have ended, the
+ * same sequence must show the polls again (so that the first check could
+ * have seen them).  Placed as the tests above: the poller that would poll
+ * alone on cpu[1], where a poll would show. */
+
+/* How long the held requests sleep: past the gated sequences (~0.3 s for
+ * the backend, ~1.2 s for the module, both checked), and short enough for
+ * the TCase to stay brief. */
+#define GATE_HOLD_MS 3000
+
+/* The third field of /proc/PID/schedstat: how many times pid's main
+ * thread was given a CPU; -1 if gone. */
+static long run_count(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long long ns, wait, runs = -1;
+    if (fscanf(f, "%lld %lld %lld", &ns, &wait, &runs) != 3)
+        runs = -1;
+    fclose(f);
+    return (long)runs;
+}
+
+/* CPU time of pid and its descendants so far. */
+static int64_t tree_ns(pid_t pid)
+{
+    cpu_snap_t *s = malloc(sizeof(*s));
+    ck_assert_ptr_nonnull(s);
+    s->n = 0;
+    snap_add(s, pid, 1, 0);
+    int64_t sum = 0;
+    for (int i = 0; i < s->n; i++)
+        sum += s->ns[i];
+    free(s);
+    return sum;
+}
+
+/* With nheld requests asleep in builtin:echo on as many workers, tell
+ * those workers from the idle one by how often they ran in 100 ms (~10
+ * times, at each 10 ms check, against 0-1 for a worker asleep on its
+ * slot), and place them: the held ones with the dispatcher and this
+ * process on cpu[0], the idle one alone on cpu[1] (where its poll would
+ * show, and no held worker's wake-up would cut it short).  The dispatcher
+ * hands a request to the first idle worker: the sequence goes to that
+ * one.  Returns it. */
+static pid_t backend_pin_held(const spt_backend_t *b, const int cpu[2],
+                              int nheld)
+{
+    pid_t kids[512];
+    long before[512];
+    int n = spt_children(b->pid, kids, 512);
+    for (int i = 0; i < n; i++)
+        before[i] = run_count(kids[i]);
+    usleep(100 * 1000);
+    int held = 0, idle = 0;
+    pid_t free_worker = 0;
+    char runs[256] = "";
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        long r = run_count(kids[i]) - before[i];
+        if (len < sizeof(runs))
+            len += (size_t)snprintf(runs + len, sizeof(runs) - len, " %ld", r);
+        if (r >= 5) {
+            held++;
+            pin_tree(kids[i], cpu[0], 1);
+        } else {
+            idle++;
+            free_worker = kids[i];
+            pin_tree(kids[i], cpu[1], 1);
+        }
+    }
+    pin_tree(b->pid, cpu[0], 0);
+    pin_tree(getpid(), cpu[0], 0);
+    ck_assert_msg(held == nheld && idle == 1,
+                  "%d workers: %d ran 5 times or more in 100 ms (held in "
+                  "builtin:echo's sleep), %d less; wanted %d and 1 (runs:%s)",
+                  n, held, idle, nheld, runs);
+    return free_worker;
+}
+
+/* Backend, PollTime 10000, ncpu + 2 workers: with ncpu + 1 requests held
+ * on others, a sequence of requests costs the workers no poll (< 5 ms for
+ * all of them, 1.4-2.2 measured; 33-58 ms with the gate taken out of a
+ * throwaway build); once the held requests have ended, the same sequence
+ * costs them >= 10 ms more (20-55 measured), in one of up to SEQ_TRIES
+ * tries. */
+START_TEST(poll_gate_backend)
+{
+    const int64_t quiet = 5 * MS_NS, more = 10 * MS_NS;
+    const int ncpu = (int)sp_cpus_online(), nheld = ncpu + 1;
+    const int n = SEQ_N, gap_ms = 20;
+    int cpu[2];
+    pick_cpus(cpu);
+    ck_assert_msg(cpu[1] >= 0, "one CPU only: a poller cannot have one of "
+                               "its own");
+    spt_backend_t b;
+    backend_start_poll(&b, 10000, ncpu + 2);
+    backend_pin(&b, cpu);
+    watch_t w = {.backend = b.pid};
+    spc_t c, held;
+    tb_connect(&c, b.unix_addr, NULL, 4);
+    tb_connect(&held, b.unix_addr, NULL, (uint32_t)nheld);
+    backend_sequence(&w, &c, n, gap_ms); /* warm-up */
+
+    /* Held: ncpu + 1 streams on a link of their own, each on a worker. */
+    char uri[64];
+    snprintf(uri, sizeof(uri), "/echo?sleep=%d&bodyonly=1", GATE_HOLD_MS);
+    for (int i = 0; i < nheld; i++)
+        tb_get(&held, (uint32_t)i, uri);
+    ck_assert_int_eq(spc_pump(&held, 0), 0);
+    int64_t t_held = sp_now_ns();
+    pid_t idle = backend_pin_held(&b, cpu, nheld);
+    int64_t idle0 = tree_ns(idle);
+    cpu_use_t gated = backend_sequence(&w, &c, n, gap_ms);
+    int64_t idle_used = tree_ns(idle) - idle0;
+    /* Still held at the end: the gate was shut all along. */
+    ck_assert_int_eq(spc_pump(&held, 0), 0);
+    for (int i = 0; i < nheld; i++)
+        ck_assert_msg(!held.streams[i].ended && !held.streams[i].aborted,
+                      "held request %d ended %.0f ms after it started, "
+                      "before the gated sequence did (sleep %d ms)",
+                      i, (double)(sp_now_ns() - t_held) / 1e6, GATE_HOLD_MS);
+    fprintf(stderr,
+            "figure: poll: gate: backend PollTime 10000, %d CPUs, %d "
+            "workers, %d requests held: %d requests %d ms apart cost the "
+            "workers %.3f ms CPU (the idle one %.3f ms), the dispatcher "
+            "%.3f ms\n",
+            ncpu, ncpu + 2, nheld, n, gap_ms, ms_of(gated.workers),
+            ms_of(idle_used), ms_of(gated.dispatcher));
+    ck_assert_msg(gated.workers < quiet,
+                  "PollTime 10000 with %d requests held on %d CPUs: %d "
+                  "requests cost the workers %.3f ms of CPU (the idle one "
+                  "%.3f ms), not under %.0f: a worker polled for its next "
+                  "request while the dispatcher held more streams than CPUs",
+                  nheld, ncpu, n, ms_of(gated.workers), ms_of(idle_used),
+                  ms_of(quiet));
+
+    /* The held requests end; the first idle worker takes the sequence
+     * now: all of them alone on cpu[1] again. */
+    for (int i = 0; i < nheld; i++) {
+        tb_wait(&held, (uint32_t)i, GATE_HOLD_MS + 10000);
+        tb_expect_ok(&held, (uint32_t)i, 200);
+    }
+    backend_pin(&b, cpu);
+    cpu_use_t open = {0};
+    int shown = 0, tries = 0, slow = -1;
+    while (!shown && tries < SEQ_TRIES) {
+        open = backend_sequence(&w, &c, n, gap_ms);
+        tries++;
+        fprintf(stderr,
+                "figure: poll: gate: backend, the held requests over: %d "
+                "requests %d ms apart cost the workers %.3f ms CPU (%.3f "
+                "held), the dispatcher %.3f ms\n",
+                n, gap_ms, ms_of(open.workers), ms_of(gated.workers),
+                ms_of(open.dispatcher));
+        shown = open.workers - gated.workers >= more;
+        if (!shown) /* also a pause: a bad spell may pass */
+            slow = probe_slow_first_yields(cpu[1]);
+    }
+    ck_assert_msg(shown,
+                  "PollTime 10000, the held requests over: in %d tries, %d "
+                  "requests never cost the workers %.0f ms more CPU than "
+                  "while held (last: %.3f vs %.3f ms): no poll to gate, the "
+                  "check above proves nothing (on CPU %d, %d of %d first "
+                  "yields after a sleep gave way)",
+                  tries, n, ms_of(more), ms_of(open.workers),
+                  ms_of(gated.workers), cpu[1], slow, PROBE_N);
+    spc_close(&held);
+    spc_close(&c);
+    spt_backend_finish(&b, NULL);
+    unpin_self();
+}
+END_TEST
+
+/* One request held through httpd by a thread of this process. */
+typedef struct hold {
+    const spt_httpd_t *h;
+    pthread_t thread;
+    long status;
+    int curl_code;
+    char err[256];
+} hold_t;
+
+static void *hold_run(void *arg)
+{
+    hold_t *x = arg;
+    char path[64];
+    snprintf(path, sizeof(path), "/echo?sleep=%d&bodyonly=1", GATE_HOLD_MS);
+    spt_resp_t *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        snprintf(x->err, sizeof(x->err), "out of memory");
+        return NULL;
+    }
+    spt_req_t q = {.method = "GET",
+                   .path = path,
+                   .body_len = -1,
+                   .check = SPT_CHECK_NONE,
+                   .timeout_ms = GATE_HOLD_MS + 10000};
+    spt_client_t *c = spt_client_new(x->h);
+    spt_client_do(c, &q, r);
+    x->status = r->status;
+    x->curl_code = r->curl_code;
+    snprintf(x->err, sizeof(x->err), "%s", r->err);
+    spt_client_free(c);
+    free(r);
+    return NULL;
+}
+
+/* As module_start_poll, with ncpu + 2 backend workers and enough prefork
+ * children started for the held requests, the sequence and the status
+ * requests (MinSpareServers 1: no child forked in a measure). */
+static void module_start_gate(tm_env_t *e, int poll_us, int nheld)
+{
+    char bextra[64], hextra[192];
+    snprintf(bextra, sizeof(bextra), "PollTime 0\nWorkers %d\n", nheld + 1);
+    snprintf(hextra, sizeof(hextra),
+             "SlotProxyPollTime %d\nStartServers %d\nMinSpareServers 1\n"
+             "MaxSpareServers %d\n",
+             poll_us, nheld + 4, nheld + 8);
+    tm_start(e, 0, bextra, TM_UNIX, "", hextra, 2);
+    ck_assert_str_eq(e->mpm, "prefork");
+}
+
+static long module_inflight(tm_env_t *e)
+{
+    spt_status_t st;
+    ck_assert_int_eq(spt_httpd_status(&e->h, &st), 0);
+    return st.inflight;
+}
+
+/* Module (prefork), SlotProxyPollTime 10000 against 0, backend PollTime 0:
+ * with ncpu + 1 requests held in flight through httpd, 20 requests of 5 ms
+ * cost httpd's handlers < 5 ms more than under SlotProxyPollTime 0 (-1.2
+ * to +1.2 measured; 66-78 more with the gate taken out of a throwaway
+ * build; the proxy child, not gated, polls on and is not counted); once
+ * they have ended, the same sequence costs the handlers >= 15 ms more
+ * (32-70 measured), in one of up to SEQ_TRIES pairs. */
+START_TEST(poll_gate_module)
+{
+    const int64_t quiet = 5 * MS_NS, more = 15 * MS_NS;
+    const int ncpu = (int)sp_cpus_online(), nheld = ncpu + 1;
+    const int n = 2 * SEQ_N, gap_ms = 20;
+    int cpu[2];
+    pick_cpus(cpu);
+    ck_assert_msg(cpu[1] >= 0, "one CPU only: a poller cannot have one of "
+                               "its own");
+    tm_env_t e0, e1;
+    module_start_gate(&e0, 0, nheld);
+    module_start_gate(&e1, 10000, nheld);
+    module_pin(&e0, cpu);
+    module_pin(&e1, cpu);
+    watch_t w0 = {.httpd = e0.h.pid, .proxy = module_proxy_pid(&e0)};
+    watch_t w1 = {.httpd = e1.h.pid, .proxy = module_proxy_pid(&e1)};
+    spt_client_t *c0 = spt_client_new(&e0.h), *c1 = spt_client_new(&e1.h);
+    module_get(c0, "/hello");
+    module_get(c1, "/hello");
+
+    /* Held: ncpu + 1 requests on connections of their own (threads of
+     * this process: on cpu[0]).  Their handlers polled for 10 ms at most
+     * (the last ones not at all) and sleep: 100 ms later, nothing polls
+     * but the proxy child. */
+    hold_t *hold = calloc((size_t)nheld, sizeof(*hold));
+    ck_assert_ptr_nonnull(hold);
+    for (int i = 0; i < nheld; i++) {
+        hold[i].h = &e1.h;
+        ck_assert_int_eq(
+            pthread_create(&hold[i].thread, NULL, hold_run, &hold[i]), 0);
+    }
+    long inflight = 0;
+    int64_t t_held = sp_now_ns();
+    while ((inflight = module_inflight(&e1)) < nheld &&
+           sp_now_ns() - t_held < 5000 * MS_NS)
+        usleep(10 * 1000);
+    ck_assert_msg(inflight >= nheld,
+                  "%d requests held, but httpd has %ld in flight after 5 s",
+                  nheld, inflight);
+    usleep(100 * 1000);
+    cpu_use_t gated = module_sequence(&w1, c1, n, gap_ms);
+    cpu_use_t ref = module_sequence(&w0, c0, n, gap_ms);
+    /* Still held at the end: the gate was shut all along. */
+    inflight = module_inflight(&e1);
+    ck_assert_msg(inflight >= nheld,
+                  "%ld requests in flight %.0f ms after %d were held (sleep "
+                  "%d ms): they ended before the gated sequence did",
+                  inflight, (double)(sp_now_ns() - t_held) / 1e6, nheld,
+                  GATE_HOLD_MS);
+    fprintf(stderr,
+            "figure: poll: gate: module (prefork), %d CPUs, %d requests "
+            "held under SlotProxyPollTime 10000: %d requests of 5 ms %d ms "
+            "apart cost the handlers %.3f ms CPU (proxy child %.3f); "
+            "%.3f ms (%.3f) under 0, none held\n",
+            ncpu, nheld, n, gap_ms, ms_of(gated.httpd), ms_of(gated.proxy),
+            ms_of(ref.httpd), ms_of(ref.proxy));
+    ck_assert_msg(gated.httpd - ref.httpd < quiet,
+                  "SlotProxyPollTime 10000 with %d requests held on %d "
+                  "CPUs: %d requests cost the handlers %.3f ms of CPU, "
+                  "%.3f under 0: not under %.0f ms more: a handler polled "
+                  "for its answer while more requests were in flight than "
+                  "CPUs",
+                  nheld, ncpu, n, ms_of(gated.httpd), ms_of(ref.httpd),
+                  ms_of(quiet));
+    for (int i = 0; i < nheld; i++) {
+        ck_assert_int_eq(pthread_join(hold[i].thread, NULL), 0);
+        ck_assert_msg(hold[i].curl_code == 0 && hold[i].status == 200,
+                      "held request %d: status %ld, curl %d (%s)", i,
+                      hold[i].status, hold[i].curl_code, hold[i].err);
+    }
+    free(hold);
+
+    /* The held requests over: the handlers poll again (as in
+     * poll_module_on, the handlers alone counted). */
+    cpu_use_t off = {0}, on = {0};
+    int shown = 0, tries = 0, slow = -1;
+    while (!shown && tries < SEQ_TRIES) {
+        if (tries++ % 2 == 0) {
+            off = module_sequence(&w0, c0, n, gap_ms);
+            on = module_sequence(&w1, c1, n, gap_ms);
+        } else {
+            on = module_sequence(&w1, c1, n, gap_ms);
+            off = module_sequence(&w0, c0, n, gap_ms);
+        }
+        fprintf(stderr,
+                "figure: poll: gate: module (prefork), the held requests "
+                "over: %d requests of 5 ms %d ms apart: handlers %.3f ms "
+                "CPU under SlotProxyPollTime 0, %.3f ms under 10000 (proxy "
+                "child %.3f / %.3f)\n",
+                n, gap_ms, ms_of(off.httpd), ms_of(on.httpd), ms_of(off.proxy),
+                ms_of(on.proxy));
+        shown = on.httpd - off.httpd >= more;
+        if (!shown) /* also a pause: a bad spell may pass */
+            slow = probe_slow_first_yields(cpu[1]);
+    }
+    ck_assert_msg(shown,
+                  "SlotProxyPollTime 10000, the held requests over: in %d "
+                  "tries, %d requests never cost the handlers %.0f ms more "
+                  "CPU than under 0 (last: %.3f vs %.3f ms): no poll to "
+                  "gate, the check above proves nothing (on CPU %d, %d of "
+                  "%d first yields after a sleep gave way)",
+                  tries, n, ms_of(more), ms_of(on.httpd), ms_of(off.httpd),
+                  cpu[1], slow, PROBE_N);
+    /* The same proxy children throughout. */
+    ck_assert_int_eq(module_proxy_pid(&e0), w0.proxy);
+    ck_assert_int_eq(module_proxy_pid(&e1), w1.proxy);
+    spt_client_free(c0);
+    spt_client_free(c1);
+    tm_finish(&e0, NULL, NULL);
+    tm_finish(&e1, NULL, NULL);
+    unpin_self();
+}
+END_TEST
+
 /* ---- configuration ------------------------------------------------------ */
 
 START_TEST(poll_module_bad)
@@ -803,6 +1177,12 @@ Suite *suite_poll(void)
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, poll_module_off);
     tcase_add_test(tc, poll_module_on);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("poll_gate");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, poll_gate_backend);
+    tcase_add_test(tc, poll_gate_module);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("poll_config");
