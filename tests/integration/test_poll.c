@@ -615,6 +615,51 @@ static cpu_use_t module_sequence(const watch_t *w, spt_client_t *c, int n,
     return cpu_sequence(w, module_slow, c, n, gap_ms);
 }
 
+/* The module's "it polls" comparison: pairs of sequences on an httpd of
+ * SlotProxyPollTime 0 (w0, c0) and one of 10000 (w1, c1), in turn first
+ * and second (whichever runs second may find the machine in another
+ * state), until the second costs `more` than the first (the handlers,
+ * and with with_proxy the proxy child too) or SEQ_TRIES pairs have run.
+ * Returns whether it showed; the last pair in off and on, the pairs run
+ * in *tries, and for the failure message how many first yields gave way
+ * on cpu (-1: not probed). */
+typedef struct pairs {
+    cpu_use_t off, on;
+    int tries, slow;
+} pairs_t;
+
+static int module_pairs(const watch_t *w0, spt_client_t *c0,
+                        const watch_t *w1, spt_client_t *c1, int n,
+                        int gap_ms, int with_proxy, int64_t more, int cpu,
+                        const char *what, pairs_t *p)
+{
+    int shown = 0;
+    p->tries = 0;
+    p->slow = -1;
+    while (!shown && p->tries < SEQ_TRIES) {
+        if (p->tries++ % 2 == 0) {
+            p->off = module_sequence(w0, c0, n, gap_ms);
+            p->on = module_sequence(w1, c1, n, gap_ms);
+        } else {
+            p->on = module_sequence(w1, c1, n, gap_ms);
+            p->off = module_sequence(w0, c0, n, gap_ms);
+        }
+        fprintf(stderr,
+                "figure: poll: %s, %d requests of 5 ms %d ms apart: "
+                "handlers %.3f ms CPU and proxy child %.3f ms under "
+                "SlotProxyPollTime 0; %.3f ms and %.3f ms under 10000\n",
+                what, n, gap_ms, ms_of(p->off.httpd), ms_of(p->off.proxy),
+                ms_of(p->on.httpd), ms_of(p->on.proxy));
+        int64_t gain = p->on.httpd - p->off.httpd;
+        if (with_proxy)
+            gain += p->on.proxy - p->off.proxy;
+        shown = gain >= more;
+        if (!shown) /* also a pause: a bad spell may pass */
+            p->slow = probe_slow_first_yields(cpu);
+    }
+    return shown;
+}
+
 /* SlotProxyPollTime 0: right after an answer, and after a sequence of
  * answers 5 ms in coming, neither the proxy child nor httpd's processes
  * poll.  Placed as for poll_module_on, where a poll would show. */
@@ -662,8 +707,6 @@ START_TEST(poll_module_on)
     pick_cpus(cpu);
     ck_assert_msg(cpu[1] >= 0, "one CPU only: a poller cannot have one of "
                                "its own");
-    cpu_use_t off = {0}, on = {0};
-    int shown = 0, tries = 0, slow = -1;
     tm_env_t e0, e1;
     module_start_poll(&e0, 0);
     module_start_poll(&e1, 10000);
@@ -675,33 +718,18 @@ START_TEST(poll_module_on)
     module_get(c0, "/hello");
     module_get(c1, "/hello");
     usleep(100 * 1000);
-    while (!shown && tries < SEQ_TRIES) {
-        /* In turn first and second (as for the backend). */
-        if (tries++ % 2 == 0) {
-            off = module_sequence(&w0, c0, n, gap_ms);
-            on = module_sequence(&w1, c1, n, gap_ms);
-        } else {
-            on = module_sequence(&w1, c1, n, gap_ms);
-            off = module_sequence(&w0, c0, n, gap_ms);
-        }
-        fprintf(stderr,
-                "figure: poll: module (prefork), %d requests of 5 ms %d ms "
-                "apart: handlers %.3f ms CPU and proxy child %.3f ms under "
-                "SlotProxyPollTime 0; %.3f ms and %.3f ms under 10000\n",
-                n, gap_ms, ms_of(off.httpd), ms_of(off.proxy), ms_of(on.httpd),
-                ms_of(on.proxy));
-        shown = on.httpd + on.proxy - (off.httpd + off.proxy) >= more;
-        if (!shown) /* also a pause: a bad spell may pass */
-            slow = probe_slow_first_yields(cpu[1]);
-    }
+    pairs_t p;
+    int shown = module_pairs(&w0, c0, &w1, c1, n, gap_ms, 1, more, cpu[1],
+                             "module (prefork)", &p);
     ck_assert_msg(shown,
                   "SlotProxyPollTime 10000: in %d tries, %d requests never "
                   "cost the handlers and the proxy child %.0f ms more CPU "
                   "than under 0 (last: handlers %.3f vs %.3f ms, proxy "
                   "child %.3f vs %.3f ms): they do not poll for the answers "
                   "(on CPU %d, %d of %d first yields after a sleep gave way)",
-                  tries, n, ms_of(more), ms_of(on.httpd), ms_of(off.httpd),
-                  ms_of(on.proxy), ms_of(off.proxy), cpu[1], slow, PROBE_N);
+                  p.tries, n, ms_of(more), ms_of(p.on.httpd),
+                  ms_of(p.off.httpd), ms_of(p.on.proxy), ms_of(p.off.proxy),
+                  cpu[1], p.slow, PROBE_N);
     module_get(c1, SLOW_PATH);
     usleep(100 * 1000);
     cpu_use_t end = cpu_over(&w1, 1200);
@@ -1047,35 +1075,19 @@ START_TEST(poll_gate_module)
 
     /* The held requests over: the handlers poll again (as in
      * poll_module_on, the handlers alone counted). */
-    cpu_use_t off = {0}, on = {0};
-    int shown = 0, tries = 0, slow = -1;
-    while (!shown && tries < SEQ_TRIES) {
-        if (tries++ % 2 == 0) {
-            off = module_sequence(&w0, c0, n, gap_ms);
-            on = module_sequence(&w1, c1, n, gap_ms);
-        } else {
-            on = module_sequence(&w1, c1, n, gap_ms);
-            off = module_sequence(&w0, c0, n, gap_ms);
-        }
-        fprintf(stderr,
-                "figure: poll: gate: module (prefork), the held requests "
-                "over: %d requests of 5 ms %d ms apart: handlers %.3f ms "
-                "CPU under SlotProxyPollTime 0, %.3f ms under 10000 (proxy "
-                "child %.3f / %.3f)\n",
-                n, gap_ms, ms_of(off.httpd), ms_of(on.httpd), ms_of(off.proxy),
-                ms_of(on.proxy));
-        shown = on.httpd - off.httpd >= more;
-        if (!shown) /* also a pause: a bad spell may pass */
-            slow = probe_slow_first_yields(cpu[1]);
-    }
+    pairs_t p;
+    int shown = module_pairs(&w0, c0, &w1, c1, n, gap_ms, 0, more, cpu[1],
+                             "gate: module (prefork), the held requests "
+                             "over",
+                             &p);
     ck_assert_msg(shown,
                   "SlotProxyPollTime 10000, the held requests over: in %d "
                   "tries, %d requests never cost the handlers %.0f ms more "
                   "CPU than under 0 (last: %.3f vs %.3f ms): no poll to "
                   "gate, the check above proves nothing (on CPU %d, %d of "
                   "%d first yields after a sleep gave way)",
-                  tries, n, ms_of(more), ms_of(on.httpd), ms_of(off.httpd),
-                  cpu[1], slow, PROBE_N);
+                  p.tries, n, ms_of(more), ms_of(p.on.httpd),
+                  ms_of(p.off.httpd), cpu[1], p.slow, PROBE_N);
     /* The same proxy children throughout. */
     ck_assert_int_eq(module_proxy_pid(&e0), w0.proxy);
     ck_assert_int_eq(module_proxy_pid(&e1), w1.proxy);
